@@ -1,0 +1,1 @@
+"""Running the node's Orthanc: configuration rendering, process control, REST client."""

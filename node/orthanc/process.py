@@ -1,0 +1,164 @@
+"""Starting and stopping the node's own Orthanc process.
+
+The runtime configuration is rendered into the data folder from ``orthanc/orthanc.json`` and
+the node's settings; Orthanc is started with only that file, so Debian's /etc/orthanc is
+never read or changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from node.config import Settings, dump_settings
+from node.errors import OrthancError
+from node.orthanc.ports import require_free_ports
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = PROJECT_ROOT / "orthanc" / "orthanc.json"
+PLUGIN_SCRIPT = PROJECT_ROOT / "plugins" / "ai_node_plugin.py"
+PLUGINS = ("libOrthancPython.so", "libOrthancDicomWeb.so")
+
+
+def runtime_paths(settings: Settings) -> dict[str, Path]:
+    data = settings.resolved_data_dir
+    return {
+        "data": data,
+        "orthanc_config": data / "orthanc" / "orthanc.json",
+        "node_config": data / "node.yaml",
+        "storage": data / "orthanc" / "storage",
+        "index": data / "orthanc" / "index",
+        "logs": data / "logs",
+    }
+
+
+def render_orthanc_config(settings: Settings) -> dict[str, Any]:
+    """Orthanc's configuration: the template plus what the node's settings decide."""
+    config: dict[str, Any] = json.loads(TEMPLATE.read_text())
+    paths = runtime_paths(settings)
+    plugin_folder = settings.orthanc.plugin_folder
+    missing = [name for name in PLUGINS if not (plugin_folder / name).is_file()]
+    if missing:
+        raise OrthancError(
+            f"Orthanc plugin(s) {', '.join(missing)} not found in {plugin_folder}: install the "
+            "Debian packages orthanc-python and orthanc-dicomweb (`make setup` does)"
+        )
+    config.update(
+        {
+            "DicomAet": settings.orthanc.aet,
+            "HttpPort": settings.orthanc.http_port,
+            "DicomPort": settings.orthanc.dicom_port,
+            "StableAge": max(1, round(settings.orthanc.stable_age.total_seconds())),
+            "RemoteAccessAllowed": settings.orthanc.http_remote_access,
+            "StorageDirectory": str(paths["storage"]),
+            "IndexDirectory": str(paths["index"]),
+            "Plugins": [str(plugin_folder / name) for name in PLUGINS],
+            "PythonScript": str(PLUGIN_SCRIPT),
+            # Read by the plugin script: where the node's settings and packages are.
+            "AINode": {
+                "ConfigFile": str(paths["node_config"]),
+                "ProjectRoot": str(PROJECT_ROOT),
+                "SitePackages": sysconfig.get_paths()["purelib"],
+            },
+        }
+    )
+    return config
+
+
+def write_runtime_files(settings: Settings) -> dict[str, Path]:
+    """Write Orthanc's configuration and the node's resolved settings into the data folder."""
+    paths = runtime_paths(settings)
+    for key in ("storage", "index", "logs"):
+        paths[key].mkdir(parents=True, exist_ok=True)
+    resolved = settings.model_copy(update={"data_dir": paths["data"]})
+    paths["node_config"].write_text(dump_settings(resolved))
+    paths["orthanc_config"].write_text(json.dumps(render_orthanc_config(settings), indent=2))
+    return paths
+
+
+class OrthancProcess:
+    """One Orthanc, started with the node's runtime configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = runtime_paths(settings)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = shutil.which(self.settings.orthanc.executable)
+        if executable is None:
+            raise OrthancError(
+                f"Orthanc executable {self.settings.orthanc.executable!r} not found: install the "
+                "Debian package orthanc (`make setup` does)"
+            )
+        require_free_ports(
+            {
+                "orthanc.http_port": self.settings.orthanc.http_port,
+                "orthanc.dicom_port": self.settings.orthanc.dicom_port,
+            }
+        )
+        paths = write_runtime_files(self.settings)
+        env = dict(os.environ)
+        # DCMTK reads TCP_NODELAY; without it every C-STORE waits on Nagle's algorithm (~90 ms).
+        env["TCP_NODELAY"] = "1"
+        # The plugin's embedded interpreter must not pick up a virtualenv's PYTHONHOME.
+        env.pop("PYTHONHOME", None)
+        log_file = open(paths["logs"] / "orthanc.log", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [executable, str(paths["orthanc_config"])],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=paths["data"],
+            start_new_session=True,
+        )
+        log_file.close()
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.orthanc.start_timeout.total_seconds()
+        url = f"{self.settings.orthanc_url}/ai/health"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise OrthancError(
+                    f"Orthanc exited with status {self.process.returncode} during start-up; "
+                    f"see {self.paths['logs'] / 'orthanc.log'}"
+                )
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise OrthancError(
+            f"Orthanc did not answer {url} within "
+            f"{self.settings.orthanc.start_timeout.total_seconds():.0f} s; "
+            f"see {self.paths['logs'] / 'orthanc.log'}"
+        )
+
+    def poll(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("Orthanc did not stop within %.0f s; killing it", timeout)
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,62 @@
+"""Summarising a stored study from Orthanc's REST API, without reading any pixel data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from node.imaging.series import SeriesSummary
+from node.routing import StudySeries, StudySummary
+
+GetJson = Callable[[str], Any]
+
+
+def summarize_study(get_json: GetJson, study_id: str) -> StudySummary:
+    """What routing needs to know about a study: its series, their modality, size, geometry.
+
+    Three requests per series: the series, its instances' main DICOM tags (Orthanc keeps
+    ImageOrientationPatient there), and one instance's metadata for the SOP Class UID.
+    """
+    study = get_json(f"/studies/{study_id}")
+    series = tuple(_summarize_series(get_json, series_id) for series_id in study.get("Series", []))
+    return StudySummary(
+        orthanc_id=study_id,
+        study_instance_uid=study["MainDicomTags"].get("StudyInstanceUID", ""),
+        series=tuple(s for s in series if s is not None),
+    )
+
+
+def _summarize_series(get_json: GetJson, series_id: str) -> StudySeries | None:
+    series = get_json(f"/series/{series_id}")
+    instance_ids = series.get("Instances", [])
+    if not instance_ids:
+        return None
+    tags = series.get("MainDicomTags", {})
+    first = get_json(f"/instances/{instance_ids[0]}")
+    metadata = get_json(f"/instances/{instance_ids[0]}/metadata?expand")
+    summary = SeriesSummary(
+        series_instance_uid=tags.get("SeriesInstanceUID", ""),
+        modality=tags.get("Modality", ""),
+        instance_count=len(instance_ids),
+        image_orientation=_floats(first.get("MainDicomTags", {}).get("ImageOrientationPatient")),
+        sop_class_uid=metadata.get("SopClassUid"),
+        series_description=tags.get("SeriesDescription", ""),
+        series_number=_int(tags.get("SeriesNumber")),
+    )
+    return StudySeries(orthanc_id=series_id, summary=summary, manufacturer=tags.get("Manufacturer", ""))
+
+
+def _floats(value: Any) -> tuple[float, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(float(part) for part in str(value).split("\\"))
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

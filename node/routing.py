@@ -1,0 +1,83 @@
+"""Which pipelines apply to a study: pure decisions over a summary of its series.
+
+The loop guard lives here too: series the node produced itself (its Manufacturer, SEG, SR and
+other non-image objects) are never inputs, so storing results into a study — which makes it
+stable again — never creates a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from node import MANUFACTURER
+from node.imaging.series import SeriesSummary, matches
+from pipelines.base import Pipeline
+
+#: Modalities of objects that are never model inputs (PS3.3 C.7.3.1.1.1 defined terms).
+NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "REG", "FID", "DOC", "OT"}
+)
+
+
+@dataclass(frozen=True)
+class StudySeries:
+    """A series of a study as Orthanc describes it, before any pixel is fetched."""
+
+    orthanc_id: str
+    summary: SeriesSummary
+    manufacturer: str = ""
+
+    @property
+    def is_node_output(self) -> bool:
+        if self.manufacturer.strip() == MANUFACTURER:
+            return True
+        if self.summary.modality.upper() in NON_IMAGE_MODALITIES:
+            return True
+        return not is_image_sop_class(self.summary.sop_class_uid)
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    orthanc_id: str
+    study_instance_uid: str
+    series: tuple[StudySeries, ...]
+
+    def input_series(self) -> list[StudySeries]:
+        """Series that may feed a pipeline: everything but the node's own output."""
+        return [series for series in self.series if not series.is_node_output]
+
+
+def is_image_sop_class(sop_class_uid: str | None) -> bool:
+    """Whether a SOP Class is an image storage class (PS3.4 Annex B.5)."""
+    if not sop_class_uid:
+        # Orthanc always records the SOP Class; an unknown one is treated as not an image.
+        return False
+    from pydicom.uid import UID  # deferred: pydicom is only needed for the name table
+
+    return "Image Storage" in UID(sop_class_uid).name
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    pipeline: type[Pipeline]
+    series: StudySeries
+
+
+def route(study: StudySummary, pipelines: Iterable[type[Pipeline]]) -> list[RouteDecision]:
+    """The pipelines that apply to ``study``, each with the series it would run on."""
+    candidates = study.input_series()
+    decisions = []
+    for pipeline in pipelines:
+        chosen = choose_series(candidates, pipeline)
+        if chosen is not None:
+            decisions.append(RouteDecision(pipeline=pipeline, series=chosen))
+    return decisions
+
+
+def choose_series(candidates: Sequence[StudySeries], pipeline: type[Pipeline]) -> StudySeries | None:
+    """The series a pipeline would run on: the matching series with the most instances."""
+    matching = [series for series in candidates if not matches(series.summary, pipeline.accepts)]
+    if not matching:
+        return None
+    return max(matching, key=lambda series: series.summary.instance_count)

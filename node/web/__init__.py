@@ -1,0 +1,1 @@
+"""The node's REST API under /ai/, independent of Orthanc so it can be tested on its own."""

@@ -1,0 +1,146 @@
+"""Handlers of the /ai/ REST routes.
+
+Each handler takes plain values (path parameters, query, body) and returns an
+:class:`ApiResponse`; the Orthanc plugin only translates. Bad input gives 4xx with a message,
+never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from node import __version__
+from node.errors import NodeError, NoMatchingSeriesError, PipelineError
+from node.imaging.series import select_series
+from node.intake import Intake
+from node.jobs.errors import JobNotFoundError, JobStateError
+from node.jobs.models import JobStatus
+from node.jobs.store import Job
+from node.routing import StudySummary
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: Any
+
+    def json_bytes(self) -> bytes:
+        return json.dumps(self.body, indent=2).encode()
+
+
+def _error(status: int, message: str) -> ApiResponse:
+    return ApiResponse(status, {"error": message})
+
+
+class NodeApi:
+    def __init__(self, intake: Intake, extra_health: Callable[[], dict[str, Any]] = dict) -> None:
+        self.intake = intake
+        self.store = intake.store
+        self.registry = intake.registry
+        self.extra_health = extra_health
+
+    def health(self) -> ApiResponse:
+        return ApiResponse(
+            200,
+            {
+                "status": "ok",
+                "version": __version__,
+                "pipelines": self.registry.names(),
+                "jobs": self.store.counts_by_status(),
+                **self.extra_health(),
+            },
+        )
+
+    def pipelines(self) -> ApiResponse:
+        return ApiResponse(200, [self.registry.describe(name) for name in self.registry.names()])
+
+    def jobs(self, query: Mapping[str, str]) -> ApiResponse:
+        status = query.get("status")
+        if status is not None:
+            try:
+                JobStatus(status)
+            except ValueError:
+                allowed = ", ".join(s.value for s in JobStatus)
+                return _error(400, f"status {status!r} is not one of: {allowed}")
+        try:
+            limit = int(query.get("limit", 100))
+            offset = int(query.get("offset", 0))
+        except ValueError:
+            return _error(400, "limit and offset must be whole numbers")
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            return _error(400, f"limit must be 1-{MAX_PAGE} and offset 0 or more")
+        jobs = self.store.list(
+            status=JobStatus(status) if status else None,
+            study=query.get("study"),
+            limit=limit,
+            offset=offset,
+        )
+        return ApiResponse(200, [job.to_json() for job in jobs])
+
+    def job(self, job_id: str) -> ApiResponse:
+        try:
+            return ApiResponse(200, self.store.get(int(job_id)).to_json())
+        except JobNotFoundError as error:
+            return _error(404, str(error))
+
+    def retry(self, job_id: str) -> ApiResponse:
+        try:
+            return ApiResponse(200, self.store.retry(int(job_id)).to_json())
+        except JobNotFoundError as error:
+            return _error(404, str(error))
+        except JobStateError as error:
+            return _error(409, str(error))
+
+    def process_study(self, study_id: str, body: bytes) -> ApiResponse:
+        """Run now: queue the named pipeline (or every one that applies), re-running if done."""
+        try:
+            request = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return _error(400, "the request body must be JSON, e.g. {\"pipeline\": \"ct-tissue\"}")
+        if not isinstance(request, dict):
+            return _error(400, "the request body must be a JSON object")
+        try:
+            study = self.intake.summarize(study_id)
+        except NodeError:
+            return _error(404, f"Orthanc has no study {study_id}")
+        name = request.get("pipeline")
+        try:
+            pipelines = [self.registry.get(name)] if name else list(self.registry)
+        except PipelineError as error:
+            return _error(404, str(error))
+        candidates = [series.summary for series in study.input_series()]
+        jobs: list[Job] = []
+        reasons = []
+        for pipeline in pipelines:
+            try:
+                select_series(candidates, pipeline.accepts)
+            except NoMatchingSeriesError as error:
+                reasons.append(f"{pipeline.name}: {error}")
+                continue
+            jobs.append(self._queue_or_rerun(study, pipeline.name, pipeline.version))
+        if not jobs:
+            return _error(422, "no pipeline applies to this study. " + " ".join(reasons))
+        return ApiResponse(200, [job.to_json() for job in jobs])
+
+    def _queue_or_rerun(self, study: StudySummary, name: str, version: str) -> Job:
+        job = self.store.enqueue(
+            orthanc_study_id=study.orthanc_id,
+            study_instance_uid=study.study_instance_uid,
+            pipeline_name=name,
+            pipeline_version=version,
+            trigger="manual",
+        )
+        if job is not None:
+            return job
+        previous = [
+            existing
+            for existing in self.store.list(study=study.study_instance_uid, limit=MAX_PAGE)
+            if existing.pipeline_name == name and existing.pipeline_version == version
+        ]
+        latest = max(previous, key=lambda existing: existing.id)
+        return self.store.rerun(latest.id)

@@ -1,0 +1,257 @@
+"""`ai-node worker`: claims jobs from the database and runs them, one at a time.
+
+Each job goes through the same stages, each timed: fetch the chosen series from Orthanc,
+build the volume, run the pipeline, measure, build the SEG and SR, validate them, store them
+into the study. Any failure fails only that job, with a message for the PACS admin.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from node.config import Settings
+from node.delivery import ThisOrthanc
+from node.errors import NodeError, PipelineError
+from node.imaging.series import build_volume, select_series
+from node.jobs.database import create_engine_for, migrate
+from node.jobs.errors import LeaseLostError
+from node.jobs.store import Job, JobStore
+from node.orthanc.client import OrthancClient
+from node.orthanc.study import summarize_study
+from node.results.measure import measure_segments
+from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
+from node.results.sr import build_measurement_report
+from node.results.validate import require_valid
+from pipelines.base import Pipeline
+from pipelines.registry import PipelineRegistry, WarmPipelines
+
+log = logging.getLogger(__name__)
+
+SEG_SERIES_NUMBER = 9901
+SR_SERIES_NUMBER = 9902
+
+
+class WorkerStopping(Exception):
+    """Raised in the job's thread when the worker is asked to stop mid-job."""
+
+
+def result_uid(job: Job, purpose: str) -> str:
+    """A UID derived from the job, so a job run twice (after a crash) writes the same objects.
+
+    PS3.5 B.2: a UUID as the integer under the 2.25 root.
+    """
+    return f"2.25.{uuid.uuid5(uuid.UUID(job.uid), purpose).int}"
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        url = settings.resolved_database_url
+        migrate(url)
+        self.store = JobStore(create_engine_for(url))
+        self.orthanc = OrthancClient(settings.orthanc_url)
+        self.registry = PipelineRegistry.from_entry_points(enabled=settings.pipelines)
+        self.pipelines = WarmPipelines(self.registry)
+        self.destination = ThisOrthanc(self.orthanc)
+        self.device = DeviceInfo.for_node(device_serial_number=settings.orthanc.aet)
+        self.stopping = threading.Event()
+        self.busy = False
+
+    # -- the loop -------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        log.info("worker %s started; pipelines: %s", self.worker_id, ", ".join(self.registry.names()))
+        poll = self.settings.worker.poll_interval.total_seconds()
+        while not self.stopping.is_set():
+            if not self.run_one():
+                self.stopping.wait(poll)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when the queue had nothing for this worker."""
+        job = self.store.claim(
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.worker.lease.total_seconds(),
+            pipelines=self.settings.worker.pipelines,
+        )
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping.set()
+            if self.busy:
+                raise WorkerStopping(f"worker stopped by signal {signum}")
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    # -- one job --------------------------------------------------------------------------
+    def run_job(self, job: Job) -> None:
+        timer = StageTimer()
+        lease_lost = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(job, lease_lost), daemon=True)
+        self.busy = True
+        heartbeat.start()
+        log.info("job %s: %s on study %s (attempt %s)", job.id, job.pipeline_name, job.study_instance_uid, job.attempts)
+        try:
+            result = self._process(job, timer)
+            self.store.complete(job.id, self.worker_id, result=result, stage_timings=timer.seconds)
+            log.info("job %s done in %.1f s", job.id, sum(timer.seconds.values()))
+        except WorkerStopping:
+            self.store.release(job.id, self.worker_id)
+            log.info("job %s released: worker stopping", job.id)
+        except LeaseLostError:
+            log.warning("job %s: lease lost to another worker; its result is theirs", job.id)
+        except NodeError as error:
+            self._fail(job, str(error), timer)
+        except Exception as error:  # the job loop is the boundary: one job fails, the worker lives
+            log.error("job %s: unexpected error\n%s", job.id, traceback.format_exc())
+            self._fail(job, f"internal error in the node ({type(error).__name__}: {error}); see the worker log", timer)
+        finally:
+            self.busy = False
+            lease_lost.set()  # also stops the heartbeat thread
+            heartbeat.join()
+
+    def _fail(self, job: Job, message: str, timer: StageTimer) -> None:
+        log.warning("job %s failed: %s", job.id, message)
+        try:
+            self.store.fail(job.id, self.worker_id, error=message, stage_timings=timer.seconds)
+        except LeaseLostError:
+            log.warning("job %s: lease lost before its failure could be recorded", job.id)
+
+    def _heartbeat(self, job: Job, done: threading.Event) -> None:
+        lease = self.settings.worker.lease.total_seconds()
+        while not done.wait(lease / 3):
+            if not self.store.heartbeat(job.id, self.worker_id, lease):
+                log.warning("job %s: lease lost", job.id)
+                return
+
+    def _process(self, job: Job, timer: StageTimer) -> dict[str, Any]:
+        pipeline_class = self.registry.get(job.pipeline_name)
+        if pipeline_class.version != job.pipeline_version:
+            raise PipelineError(
+                f"job was queued for {job.pipeline_name} {job.pipeline_version} but this node has "
+                f"version {pipeline_class.version}; re-run the study to use it"
+            )
+        with timer.stage("load"):
+            pipeline = self.pipelines.get(job.pipeline_name)
+        with timer.stage("fetch"):
+            datasets = self._fetch_input(job, pipeline)
+        with timer.stage("volume"):
+            volume = build_volume(datasets)
+        with timer.stage("pipeline"):
+            output = _run_pipeline(pipeline, lambda: pipeline.run(volume))
+        with timer.stage("measure"):
+            measurements = measure_segments(volume, pipeline.segments, output)
+        algorithm = AlgorithmInfo.from_pipeline(pipeline)
+        with timer.stage("seg"):
+            seg = build_segmentation(
+                source_images=datasets,
+                volume=volume,
+                segments=pipeline.segments,
+                result=output,
+                algorithm=algorithm,
+                device=self.device,
+                series_instance_uid=result_uid(job, "seg-series"),
+                sop_instance_uid=result_uid(job, "seg-instance"),
+                series_number=SEG_SERIES_NUMBER,
+            )
+        with timer.stage("sr"):
+            sr = build_measurement_report(
+                source_images=datasets,
+                volume=volume,
+                segmentation=seg,
+                segments=pipeline.segments,
+                measurements=measurements,
+                algorithm=algorithm,
+                device=self.device,
+                series_instance_uid=result_uid(job, "sr-series"),
+                sop_instance_uid=result_uid(job, "sr-instance"),
+                series_number=SR_SERIES_NUMBER,
+            )
+        with timer.stage("validate"):
+            for obj, kind in ((seg, "SEG"), (sr, "SR")):
+                for warning in require_valid(obj, kind).warnings:
+                    log.info("job %s: %s validator warning: %s", job.id, kind, warning)
+        with timer.stage("store"):
+            delivered = self.destination.send([seg, sr])
+        return {
+            "pipeline": {"name": pipeline.name, "version": pipeline.version},
+            "source_series_instance_uid": volume.series_instance_uid,
+            "seg": {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID), "orthanc_id": delivered[0].location},
+            "sr": {"sop_instance_uid": str(sr.SOPInstanceUID), "series_instance_uid": str(sr.SeriesInstanceUID), "orthanc_id": delivered[1].location},
+            "segments": [
+                {
+                    "number": m.segment_number,
+                    "label": m.label,
+                    "volume_ml": round(m.volume_ml, 3),
+                    "mean": None if m.mean_intensity is None else round(m.mean_intensity, 2),
+                    "voxels": m.voxel_count,
+                }
+                for m in measurements
+            ],
+        }
+
+    def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:
+        study = summarize_study(self.orthanc.get_json, job.orthanc_study_id)
+        inputs = study.input_series()
+        chosen = select_series([series.summary for series in inputs], pipeline.accepts)
+        series = next(s for s in inputs if s.summary.series_instance_uid == chosen.series_instance_uid)
+        instance_ids = self.orthanc.get_json(f"/series/{series.orthanc_id}")["Instances"]
+        with ThreadPoolExecutor(self.settings.worker.fetch_threads) as pool:
+            files = list(pool.map(self.orthanc.instance_file, instance_ids))
+        return [pydicom.dcmread(io.BytesIO(data)) for data in files]
+
+
+def _run_pipeline(pipeline: Pipeline, call: Callable[[], Any]) -> Any:
+    """Run a pipeline; anything it raises becomes a PipelineError that names it."""
+    try:
+        return call()
+    except (NodeError, WorkerStopping):
+        raise
+    except Exception as error:
+        raise PipelineError(
+            f"pipeline {pipeline.name} {pipeline.version} failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+def main(settings: Settings) -> None:
+    worker = Worker(settings)
+    worker.install_signal_handlers()
+    try:
+        worker.run_forever()
+    except WorkerStopping:
+        pass
+

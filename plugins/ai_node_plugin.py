@@ -1,0 +1,149 @@
+"""Orthanc Python plugin (API 4.0) of the AI node: thin glue, nothing heavy runs here.
+
+- OnChange only wakes the change follower; the follower reads Orthanc's /changes log on its
+  own thread and queues jobs for stable studies (node.changes, node.intake).
+- REST routes under /ai/ are answered by node.web.api.
+Models never run in Orthanc's process: workers claim the queued jobs.
+"""
+
+import json
+import logging
+import sys
+import threading
+
+import orthanc
+
+_SETTINGS = json.loads(orthanc.GetConfiguration()).get("AINode", {})
+# Orthanc embeds Debian's python3.11; the node's packages live in its virtualenv.
+sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
+
+from node.changes import ChangeFollower  # noqa: E402
+from node.config import load_settings  # noqa: E402
+from node.errors import OrthancError  # noqa: E402
+from node.intake import Intake  # noqa: E402
+from node.jobs.database import create_engine_for, migrate  # noqa: E402
+from node.jobs.store import JobStore  # noqa: E402
+from node.orthanc.study import summarize_study  # noqa: E402
+from node.web.api import ApiResponse, NodeApi  # noqa: E402
+from pipelines.registry import PipelineRegistry  # noqa: E402
+
+
+class _OrthancLogHandler(logging.Handler):
+    def emit(self, record):
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            orthanc.LogError(message)
+        elif record.levelno >= logging.WARNING:
+            orthanc.LogWarning(message)
+        else:
+            orthanc.LogInfo(message)
+
+
+log = logging.getLogger("node.plugin")
+
+
+def _get_json(path):
+    try:
+        return json.loads(orthanc.RestApiGet(path))
+    except orthanc.OrthancException as error:
+        raise OrthancError(f"Orthanc could not answer GET {path}: {error}") from error
+
+
+class _Plugin:
+    def __init__(self):
+        self.settings = load_settings(_SETTINGS["ConfigFile"])
+        handler = _OrthancLogHandler()
+        handler.setFormatter(logging.Formatter("ai-node %(name)s: %(message)s"))
+        logging.getLogger("node").addHandler(handler)
+        logging.getLogger("node").setLevel(self.settings.log_level)
+        url = self.settings.resolved_database_url
+        migrate(url)
+        self.store = JobStore(create_engine_for(url))
+        registry = PipelineRegistry.from_entry_points(enabled=self.settings.pipelines)
+        self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
+        self.api = NodeApi(self.intake, self._health_extra)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.follower = None
+        self.thread = None
+
+    def _health_extra(self):
+        return {
+            "orthanc": {"aet": self.settings.orthanc.aet, "dicom_port": self.settings.orthanc.dicom_port},
+            "change_cursor": None if self.follower is None else self.follower.cursor,
+            "follower_alive": bool(self.thread and self.thread.is_alive()),
+        }
+
+    def start_following(self):
+        self.thread = threading.Thread(target=self._follow, name="ai-node-changes", daemon=True)
+        self.thread.start()
+
+    def _follow(self):
+        stable_age = self.settings.orthanc.stable_age
+        while not self.stopping.is_set():
+            try:
+                if self.follower is None:
+                    self.follower = ChangeFollower(
+                        _get_json, self.intake.study_ready, self.store, stable_age=stable_age
+                    )
+                while self.follower.poll() and not self.stopping.is_set():
+                    pass
+            except Exception:  # the follower must survive a bad study or a busy database
+                log.exception("following Orthanc's changes failed; retrying in 5 s")
+                self.stopping.wait(5)
+                continue
+            # Woken at once by OnChange; the timeout also checks studies left pending by a restart.
+            self.wake.wait(1.0)
+            self.wake.clear()
+
+    def on_change(self, change_type, level, resource_id):
+        if change_type == orthanc.ChangeType.ORTHANC_STARTED:
+            self.start_following()
+        elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
+            self.stopping.set()
+            self.wake.set()
+            if self.thread is not None:
+                self.thread.join(10)
+        elif change_type in (orthanc.ChangeType.STABLE_STUDY, orthanc.ChangeType.NEW_STUDY):
+            self.wake.set()
+
+
+def _answer(output, response: ApiResponse):
+    body = response.json_bytes()
+    if response.status == 200:
+        output.AnswerBuffer(body, "application/json")
+    else:
+        output.SetHttpHeader("Content-Type", "application/json")
+        output.SendHttpStatus(response.status, body, len(body))
+
+
+def _route(methods, handler):
+    def callback(output, uri, **request):
+        method = request["method"]
+        if method not in methods:
+            output.SendMethodNotAllowed(",".join(methods))
+            return
+        try:
+            response = handler(method, request)
+        except Exception as error:  # a REST call must never take Orthanc's HTTP thread down
+            log.exception("REST %s %s failed", method, uri)
+            response = ApiResponse(503, {"error": f"the AI node could not answer: {error}"})
+        _answer(output, response)
+
+    return callback
+
+
+_plugin = _Plugin()
+orthanc.RegisterOnChangeCallback(_plugin.on_change)
+_api = _plugin.api
+orthanc.RegisterRestCallback("/ai/health", _route(["GET"], lambda m, r: _api.health()))
+orthanc.RegisterRestCallback("/ai/pipelines", _route(["GET"], lambda m, r: _api.pipelines()))
+orthanc.RegisterRestCallback("/ai/jobs", _route(["GET"], lambda m, r: _api.jobs(r.get("get", {}))))
+orthanc.RegisterRestCallback("/ai/jobs/([0-9]+)", _route(["GET"], lambda m, r: _api.job(r["groups"][0])))
+orthanc.RegisterRestCallback(
+    "/ai/jobs/([0-9]+)/retry", _route(["POST"], lambda m, r: _api.retry(r["groups"][0]))
+)
+orthanc.RegisterRestCallback(
+    "/ai/studies/([^/]+)/process",
+    _route(["POST"], lambda m, r: _api.process_study(r["groups"][0], r.get("body", b""))),
+)
