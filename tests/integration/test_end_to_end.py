@@ -1,0 +1,129 @@
+"""A study stored in a real Orthanc comes back with one DICOM SEG and one TID 1500 SR."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from node.imaging.series import build_volume
+from node.results.validate import validate_file
+from pipelines.ct_tissue import CtTissueSegmentation
+from tests.dcmqi import read_seg_masks, read_sr_volumes
+from tests.integration.node_fixture import RunningNode
+
+pytestmark = pytest.mark.integration
+
+
+def _study_uid(folder: Path) -> str:
+    first = next(p for p in sorted(folder.iterdir()) if p.is_file())
+    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
+
+
+def _results(node: RunningNode, study_uid: str, tmp_path: Path) -> dict[str, list[Path]]:
+    """Download the study's SEG and SR instances; keyed by modality."""
+    found: dict[str, list[Path]] = {"SEG": [], "SR": []}
+    for series in node.study_series(study_uid):
+        modality = series["MainDicomTags"].get("Modality")
+        if modality not in found:
+            continue
+        for instance_id in series["Instances"]:
+            path = tmp_path / f"{modality}-{instance_id}.dcm"
+            path.write_bytes(node.client.instance_file(instance_id))
+            found[modality].append(path)
+    return found
+
+
+def _source_volume(folder: Path):
+    return build_volume([pydicom.dcmread(p) for p in sorted(folder.iterdir()) if p.is_file()])
+
+
+@pytest.fixture(scope="module")
+def ct_processed(shared_node: RunningNode, ct_sample: Path, tmp_path_factory):
+    from node.samples import copy_with_new_uids
+
+    study = copy_with_new_uids(ct_sample, tmp_path_factory.mktemp("ct"))
+    shared_node.send(study)
+    uid = _study_uid(study)
+    jobs = shared_node.wait_for_jobs(uid)
+    return study, uid, jobs
+
+
+def test_ct_job_is_done_by_the_ct_pipeline(ct_processed) -> None:
+    _, _, jobs = ct_processed
+    assert [(job["pipeline_name"], job["status"]) for job in jobs] == [("ct-tissue", "done")], jobs
+
+
+def test_ct_study_holds_exactly_one_seg_and_one_sr_from_the_node(shared_node, ct_processed, tmp_path) -> None:
+    _, uid, jobs = ct_processed
+    results = _results(shared_node, uid, tmp_path)
+    assert len(results["SEG"]) == 1 and len(results["SR"]) == 1
+    seg = pydicom.dcmread(results["SEG"][0])
+    sr = pydicom.dcmread(results["SR"][0])
+    assert seg.SOPInstanceUID == jobs[0]["result"]["seg"]["sop_instance_uid"]
+    assert sr.SOPInstanceUID == jobs[0]["result"]["sr"]["sop_instance_uid"]
+    assert seg.Manufacturer == sr.Manufacturer == "Orthanc AI node"
+
+
+def test_ct_results_pass_dciodvfy(shared_node, ct_processed, tmp_path) -> None:
+    _, uid, _ = ct_processed
+    results = _results(shared_node, uid, tmp_path)
+    for path in results["SEG"] + results["SR"]:
+        report = validate_file(path)
+        assert report.errors == (), f"{path.name}: {report.errors}"
+
+
+def test_ct_seg_read_by_dcmqi_equals_the_pipeline_mask(shared_node, ct_processed, tmp_path) -> None:
+    study, uid, _ = ct_processed
+    volume = _source_volume(study)
+    expected = CtTissueSegmentation().run(volume).masks
+    seg_path = _results(shared_node, uid, tmp_path)["SEG"][0]
+    masks = read_seg_masks(seg_path, volume, tmp_path / "dcmqi")
+    assert set(masks) == set(expected)
+    for label, mask in expected.items():
+        assert np.array_equal(masks[label], mask), f"segment {label} differs"
+
+
+def test_ct_sr_read_by_dcmqi_gives_the_pipeline_volumes(shared_node, ct_processed, tmp_path) -> None:
+    _, uid, jobs = ct_processed
+    sr_path = _results(shared_node, uid, tmp_path)["SR"][0]
+    volumes = read_sr_volumes(sr_path, tmp_path / "sr.json")
+    expected = {s["label"]: s["volume_ml"] for s in jobs[0]["result"]["segments"]}
+    assert volumes.keys() == expected.keys()
+    for label, value in expected.items():
+        assert volumes[label] == pytest.approx(value, abs=1e-2)
+
+
+def test_storing_results_starts_no_new_job(shared_node, ct_processed) -> None:
+    _, uid, _ = ct_processed
+    # The results made the study stable again; wait past the stable age and a follower pass.
+    time.sleep(shared_node.stable_age + 3)
+    assert len(shared_node.jobs(study=uid)) == 1
+
+
+def test_t1_mr_gets_a_plausible_brain_mask_on_the_mr_instances(shared_node, mr_sample, new_study, tmp_path) -> None:
+    study = new_study(mr_sample)
+    shared_node.send(study)
+    uid = _study_uid(study)
+    jobs = shared_node.wait_for_jobs(uid)
+    assert [(job["pipeline_name"], job["status"]) for job in jobs] == [("brain-extraction", "done")], jobs
+    (brain,) = jobs[0]["result"]["segments"]
+    assert brain["label"] == "Brain"
+    assert 900 < brain["volume_ml"] < 1800
+    results = _results(shared_node, uid, tmp_path)
+    assert len(results["SEG"]) == 1 and len(results["SR"]) == 1
+    mr_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in study.iterdir()}
+    seg = pydicom.dcmread(results["SEG"][0])
+    referenced = {
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced and referenced <= mr_uids
+    for path in results["SEG"] + results["SR"]:
+        assert validate_file(path).errors == ()
+    volume = _source_volume(study)
+    masks = read_seg_masks(results["SEG"][0], volume, tmp_path / "dcmqi")
+    assert masks["Brain"].sum() == brain["voxels"]
