@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from node.errors import DeliveryError, OrthancError
 
@@ -20,6 +22,12 @@ class OrthancClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
+        # Orthanc closes idle keep-alive connections after KeepAliveTimeout; a request that
+        # races that close gets "connection aborted". Reads are safe to retry; stores are not
+        # retried here (the worker's job retry owns that decision).
+        retry = Retry(total=3, connect=3, read=2, status=0, allowed_methods={"GET"}, backoff_factor=0.1)
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
         if auth:
             self.session.auth = auth
 
