@@ -1,0 +1,328 @@
+"""The TID 1500 Measurement Report the node writes (node.results.sr): built, written, read back,
+validated, and read by dcmqi."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from node.errors import PipelineError, ResultValidationError
+from node.imaging.volume import Volume
+from node.results.measure import SegmentMeasurements, measure_segments
+from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
+from node.results.sr import build_measurement_report
+from node.results.validate import require_valid
+from pipelines.base import Code, Measurement, PipelineResult, SegmentSpec
+from tests.factories import make_series
+
+TISSUE = Code("85756007", "SCT", "Tissue")
+SEGMENTS = (
+    SegmentSpec(
+        label="fat",
+        category=TISSUE,
+        type=Code("55603005", "SCT", "Fat"),
+        rgb=(230, 220, 70),
+        measurements=(Measurement.VOLUME, Measurement.MEAN_INTENSITY),
+    ),
+    SegmentSpec(
+        label="muscle",
+        category=TISSUE,
+        type=Code("91727004", "SCT", "Muscle"),
+        rgb=(190, 40, 40),
+        measurements=(Measurement.VOLUME, Measurement.MEAN_INTENSITY),
+    ),
+    SegmentSpec(
+        label="bone", category=TISSUE, type=Code("3138006", "SCT", "Bone"), rgb=(240, 240, 240)
+    ),
+)
+ALGORITHM = AlgorithmInfo(name="ct-tissue", version="1.4.0")
+DEVICE = DeviceInfo.for_node(device_serial_number="node-test-02")
+
+
+@dataclass
+class Case:
+    datasets: list[Dataset]
+    volume: Volume
+    segmentation: hd.seg.Segmentation
+    measurements: list[SegmentMeasurements]
+
+
+def _case(modality: str = "CT", empty: tuple[str, ...] = ()) -> Case:
+    shape, spacing = (8, 32, 32), (3.0, 0.75, 0.6)
+    stored = np.random.default_rng(11).integers(800, 1300, size=shape).astype(np.int16)
+    datasets = make_series(stored, spacing=spacing, modality=modality)
+    volume = Volume(
+        array=stored.astype(np.float32) - (1024.0 if modality == "CT" else 0.0),
+        spacing=spacing,
+        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
+        row_direction=(1.0, 0.0, 0.0),
+        column_direction=(0.0, 1.0, 0.0),
+        slice_direction=(0.0, 0.0, 1.0),
+        modality=modality,
+        series_instance_uid=datasets[0].SeriesInstanceUID,
+        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
+        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
+    )
+    masks = {s.label: np.zeros(shape, dtype=bool) for s in SEGMENTS}
+    masks["fat"][1:5, 2:20, 3:12] = True
+    masks["muscle"][4:8, 15:30, 10:31] = True
+    masks["bone"][0, 0:3, 0:3] = True
+    for label in empty:
+        masks[label][:] = False
+    result = PipelineResult(masks=masks)
+    segmentation = build_segmentation(
+        source_images=datasets,
+        volume=volume,
+        segments=SEGMENTS,
+        result=result,
+        algorithm=ALGORITHM,
+        device=DEVICE,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+    )
+    return Case(datasets, volume, segmentation, measure_segments(volume, SEGMENTS, result))
+
+
+def _build(case: Case, *, segments=SEGMENTS, measurements=None) -> hd.sr.Comprehensive3DSR:
+    return build_measurement_report(
+        source_images=case.datasets,
+        volume=case.volume,
+        segmentation=case.segmentation,
+        segments=segments,
+        measurements=case.measurements if measurements is None else measurements,
+        algorithm=ALGORITHM,
+        device=DEVICE,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+    )
+
+
+def _write_and_read(
+    sr: hd.sr.Comprehensive3DSR, tmp_path: Path
+) -> tuple[Path, hd.sr.Comprehensive3DSR]:
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).SOPInstanceUID == sr.SOPInstanceUID
+    return path, hd.sr.srread(path)
+
+
+def _report(sr: hd.sr.Comprehensive3DSR) -> hd.sr.MeasurementReport:
+    return hd.sr.MeasurementReport.from_sequence(sr.content)
+
+
+def _code(concept) -> tuple[str, str, str]:
+    return (concept.value, concept.scheme_designator, concept.meaning)
+
+
+def _items(dataset: Dataset, code_value: str) -> list[Dataset]:
+    """Content items anywhere below ``dataset`` whose concept name has ``code_value``."""
+    found = []
+    for item in dataset.get("ContentSequence", []):
+        if (
+            "ConceptNameCodeSequence" in item
+            and item.ConceptNameCodeSequence[0].CodeValue == code_value
+        ):
+            found.append(item)
+        found.extend(_items(item, code_value))
+    return found
+
+
+def test_one_volumetric_group_per_segment_with_its_measurements(tmp_path: Path) -> None:
+    case = _case()
+
+    _, sr = _write_and_read(_build(case), tmp_path)
+
+    groups = _report(sr).get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == ["fat", "muscle", "bone"]
+    for group, spec, measured in zip(groups, SEGMENTS, case.measurements, strict=True):
+        values = {m.name.value: (m.value, m.unit.value) for m in group.get_measurements()}
+        assert values["118565006"] == (pytest.approx(measured.volume_ml), "ml")
+        assert _code(group.finding_type) == (spec.type.value, spec.type.scheme, spec.type.meaning)
+        assert group.finding_category.value == spec.category.value
+    fat_mean = _report(sr).get_volumetric_roi_measurement_groups()[0].get_measurements()[1]
+    assert (fat_mean.name.value, fat_mean.unit.value, fat_mean.derivation.value) == (
+        "112031",
+        "[hnsf'U]",
+        "373098007",
+    )
+    assert fat_mean.value == pytest.approx(case.measurements[0].mean_intensity)
+
+
+def test_segment_without_mean_request_has_only_volume(tmp_path: Path) -> None:
+    _, sr = _write_and_read(_build(_case()), tmp_path)
+
+    bone = _report(sr).get_volumetric_roi_measurement_groups()[2]
+    assert [m.name.value for m in bone.get_measurements()] == ["118565006"]
+
+
+def test_empty_segment_reports_zero_volume_and_no_mean(tmp_path: Path) -> None:
+    _, sr = _write_and_read(_build(_case(empty=("muscle",))), tmp_path)
+
+    muscle = _report(sr).get_volumetric_roi_measurement_groups()[1]
+    assert [(m.name.value, m.value) for m in muscle.get_measurements()] == [("118565006", 0.0)]
+
+
+def test_groups_reference_their_seg_segment_and_share_its_tracking_uid(tmp_path: Path) -> None:
+    case = _case()
+
+    _, sr = _write_and_read(_build(case), tmp_path)
+
+    groups = _report(sr).get_volumetric_roi_measurement_groups()
+    for number, group in enumerate(groups, start=1):
+        segment = _items(group[0], "121191")[0].ReferencedSOPSequence[0]
+        source_series = _items(group[0], "121232")[0]
+        assert (segment.ReferencedSOPClassUID, segment.ReferencedSOPInstanceUID) == (
+            case.segmentation.SOPClassUID,
+            case.segmentation.SOPInstanceUID,
+        )
+        assert segment.ReferencedSegmentNumber == number
+        assert source_series.UID == case.volume.series_instance_uid
+        assert group.tracking_uid == case.segmentation.SegmentSequence[number - 1].TrackingUID
+
+
+def test_algorithm_name_and_version_are_on_every_measurement(tmp_path: Path) -> None:
+    _, sr = _write_and_read(_build(_case()), tmp_path)
+
+    for group in _report(sr).get_volumetric_roi_measurement_groups():
+        for measurement in group.get_measurements():
+            names = [i.TextValue for i in _items(measurement[0], "111001")]
+            versions = [i.TextValue for i in _items(measurement[0], "111003")]
+            assert (names, versions) == (["ct-tissue"], ["1.4.0"])
+
+
+def test_observer_is_the_node_and_procedure_is_ct(tmp_path: Path) -> None:
+    _, sr = _write_and_read(_build(_case()), tmp_path)
+
+    report = _report(sr)
+    observer = report.get_observer_contexts()[0]
+    attributes = observer.observer_identifying_attributes
+    procedure = _items(report[0], "121058")[0].ConceptCodeSequence[0]
+    assert observer.observer_type.value == "121007"  # DCM Device
+    assert (attributes.uid, attributes.manufacturer_name, attributes.model_name) == (
+        DEVICE.observer_uid,
+        DEVICE.manufacturer,
+        DEVICE.model_name,
+    )
+    assert (procedure.CodeValue, procedure.CodingSchemeDesignator) == ("77477000", "SCT")
+
+
+def test_mr_report_uses_mr_procedure_and_signal_intensity(tmp_path: Path) -> None:
+    _, sr = _write_and_read(_build(_case(modality="MR")), tmp_path)
+
+    report = _report(sr)
+    procedure = _items(report[0], "121058")[0].ConceptCodeSequence[0]
+    mean = report.get_volumetric_roi_measurement_groups()[0].get_measurements()[1]
+    assert procedure.CodeValue == "113091000"
+    assert (mean.name.value, mean.unit.value) == ("110852", "[arb'U]")
+
+
+def test_evidence_and_image_library_list_seg_and_every_source_image(tmp_path: Path) -> None:
+    case = _case()
+
+    _, sr = _write_and_read(_build(case), tmp_path)
+
+    evidence = {uid for _, _, uid, _ in sr.get_evidence(current_procedure_only=True)}
+    library = _items(_report(sr)[0], "111028")[0]
+    library_images = {
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for item in _items_of_type(library, "IMAGE")
+    }
+    assert evidence == {*case.volume.source_instance_uids, case.segmentation.SOPInstanceUID}
+    assert library_images == set(case.volume.source_instance_uids)
+
+
+def _items_of_type(dataset: Dataset, value_type: str) -> list[Dataset]:
+    found = []
+    for item in dataset.get("ContentSequence", []):
+        if item.ValueType == value_type:
+            found.append(item)
+        found.extend(_items_of_type(item, value_type))
+    return found
+
+
+def test_header_names_the_node_and_a_new_series(tmp_path: Path) -> None:
+    case = _case()
+
+    _, sr = _write_and_read(_build(case), tmp_path)
+
+    assert (sr.Modality, sr.SOPClassUID) == ("SR", pydicom.uid.Comprehensive3DSRStorage)
+    assert (sr.SeriesDescription, sr.SeriesNumber) == ("AI SR ct-tissue", 902)
+    assert (sr.Manufacturer, sr.ManufacturerModelName, sr.DeviceSerialNumber) == (
+        DEVICE.manufacturer,
+        DEVICE.model_name,
+        "node-test-02",
+    )
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "UNVERIFIED")
+    assert sr.StudyInstanceUID == case.datasets[0].StudyInstanceUID
+    assert sr.SeriesInstanceUID not in (
+        case.volume.series_instance_uid,
+        case.segmentation.SeriesInstanceUID,
+    )
+
+
+def test_dciodvfy_finds_no_errors() -> None:
+    report = require_valid(_build(_case()), "SR")
+
+    assert report.errors == ()
+    assert report.warnings == ()
+
+
+def test_dcmqi_reads_the_same_volumes_and_references(tmp_path: Path) -> None:
+    case = _case()
+    path, _ = _write_and_read(_build(case), tmp_path)
+
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "tid1500reader"),
+            "--inputDICOM",
+            str(path),
+            "--outputMetadata",
+            str(tmp_path / "sr.json"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    metadata = json.loads((tmp_path / "sr.json").read_text())
+    read = {}
+    for group in metadata["Measurements"]:
+        assert group["segmentationSOPInstanceUID"] == case.segmentation.SOPInstanceUID
+        assert group["measurementAlgorithmIdentification"]["AlgorithmVersion"] == "1.4.0"
+        volume = next(
+            i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == "118565006"
+        )
+        read[group["ReferencedSegment"]] = (group["TrackingIdentifier"], float(volume["value"]))
+    assert read == {
+        m.segment_number: (m.label, pytest.approx(m.volume_ml)) for m in case.measurements
+    }
+    assert metadata["procedureReported"]["CodeValue"] == "77477000"
+    assert metadata["observerContext"]["DeviceObserverUID"] == DEVICE.observer_uid
+
+
+def test_measurements_that_do_not_match_the_seg_are_rejected() -> None:
+    case = _case()
+    swapped = [dataclasses.replace(case.measurements[0], label="muscle"), *case.measurements[1:]]
+
+    with pytest.raises(ResultValidationError, match="The SR would not match its SEG"):
+        _build(case, measurements=swapped)
+
+
+def test_mean_intensity_of_unknown_modality_is_rejected() -> None:
+    case = _case()
+    case.volume = dataclasses.replace(case.volume, modality="PT")
+
+    with pytest.raises(
+        PipelineError, match="no DICOM concept and unit for the intensity of modality 'PT'"
+    ):
+        _build(case)
