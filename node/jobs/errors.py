@@ -1,0 +1,21 @@
+"""Failures of the job database, as members of the node's exception family."""
+
+from __future__ import annotations
+
+from node.errors import NodeError
+
+
+class JobNotFoundError(NodeError):
+    """No job has the requested id."""
+
+
+class JobStateError(NodeError):
+    """The job is not in a state that allows the requested action (e.g. retry a running job)."""
+
+
+class LeaseLostError(NodeError):
+    """A worker tried to finish a job it no longer holds (its lease expired and was taken)."""
+
+
+class DatabaseSchemaError(NodeError):
+    """The job database's schema cannot be brought to the version this node expects."""

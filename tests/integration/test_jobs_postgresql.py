@@ -1,0 +1,257 @@
+"""The job queue on a real PostgreSQL server: the FOR UPDATE SKIP LOCKED claim, leases on the
+server's clock, the advisory-locked migration and the drift check."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from node.jobs import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
+from node.jobs.database import alembic_config
+from node.jobs.models import Base
+from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
+from tests.requirements import skip_or_fail
+
+pytestmark = pytest.mark.integration
+
+LEASE = 60.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PostgresCluster]:
+    with ExitStack() as stack:
+        try:
+            running = stack.enter_context(running_cluster())
+        except PostgresUnavailable as error:
+            skip_or_fail(f"no PostgreSQL for the job queue tests: {error}")
+        yield running
+
+
+@pytest.fixture
+def empty_database(cluster: PostgresCluster) -> str:
+    return cluster.create_database(f"jobs_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def database_url(empty_database: str) -> str:
+    migrate(empty_database)
+    return empty_database
+
+
+def enqueue(store: JobStore, study: str, *, priority: int = 0) -> Job:
+    job = store.enqueue(
+        orthanc_study_id=f"orthanc-{study}",
+        study_instance_uid=study,
+        pipeline_name="ct-tissue",
+        pipeline_version="1.0.0",
+        trigger=JobTrigger.STABLE_STUDY,
+        priority=priority,
+    )
+    assert job is not None
+    return job
+
+
+def test_a_postgresql_url_without_driver_uses_psycopg_3() -> None:
+    engine = create_engine_for("postgresql://ai:secret@db.example/jobs")
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+def test_migrated_database_is_at_head_and_matches_the_models(database_url: str) -> None:
+    engine = create_engine_for(database_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() == ScriptDirectory.from_config(
+            alembic_config()
+        ).get_current_head()
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def migrate_after(url: str, barrier) -> None:
+    """Run in a separate process: wait for the others, then migrate."""
+    barrier.wait()
+    migrate(url)
+
+
+def test_processes_migrating_one_new_database_at_once_all_succeed(empty_database: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [
+        context.Process(target=migrate_after, args=(empty_database, barrier)) for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    migrate(empty_database)  # and once more: nothing left to do
+
+
+def claim_until_empty(url: str, worker_id: str, barrier, results) -> None:
+    """Run in a separate process: claim and complete jobs until the queue is empty."""
+    store = JobStore(url)
+    barrier.wait()
+    claimed = []
+    while (job := store.claim(worker_id=worker_id, lease_seconds=LEASE)) is not None:
+        claimed.append(job.id)
+        time.sleep(0.005)  # some work, so that the other processes claim in between
+        store.complete(job.id, worker_id, result={"worker": worker_id}, stage_timings={})
+    store.close()
+    results.put(claimed)
+
+
+def test_processes_claiming_at_once_get_each_job_exactly_once(database_url: str) -> None:
+    store = JobStore(database_url)
+    jobs = {enqueue(store, f"1.2.{n}").id for n in range(40)}
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results)
+        )
+        for n in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    claimed = [job_id for _ in workers for job_id in results.get(timeout=120)]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert Counter(claimed) == Counter(jobs)
+    finished = store.list(limit=100)
+    assert {job.status for job in finished} == {JobStatus.DONE}
+    assert {job.attempts for job in finished} == {1}
+    store.close()
+
+
+def test_claim_skips_a_job_another_transaction_has_locked(database_url: str) -> None:
+    store = JobStore(database_url)
+    first = enqueue(store, "1.1", priority=1)
+    second = enqueue(store, "1.2")
+    with store.engine.connect() as other:
+        other.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": first.id})
+        claimed = store.claim(worker_id="w1", lease_seconds=LEASE)
+        other.rollback()
+    assert claimed is not None and claimed.id == second.id
+    store.close()
+
+
+def test_claim_takes_the_highest_priority_first_then_the_oldest(database_url: str) -> None:
+    clock = Clock()
+    store = JobStore(database_url, clock=clock)
+    low = enqueue(store, "1.1")
+    clock.advance(1)
+    high = enqueue(store, "1.2", priority=5)
+    order = [store.claim(worker_id="w", lease_seconds=LEASE) for _ in range(2)]
+    assert [job.id for job in order if job is not None] == [high.id, low.id]
+    store.close()
+
+
+def test_concurrent_enqueues_of_one_study_queue_one_job(database_url: str) -> None:
+    store = JobStore(database_url)
+    barrier = threading.Barrier(8)
+
+    def enqueue_once(_: int) -> Job | None:
+        barrier.wait()
+        return store.enqueue(
+            orthanc_study_id="abc",
+            study_instance_uid="1.2.3",
+            pipeline_name="ct-tissue",
+            pipeline_version="1.0.0",
+            trigger="replay",
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(enqueue_once, range(8)))
+    assert sum(job is not None for job in results) == 1
+    store.close()
+
+
+def test_a_job_whose_lease_expired_is_claimed_again_with_one_more_attempt(
+    database_url: str,
+) -> None:
+    clock = Clock()
+    store = JobStore(database_url, clock=clock)
+    job = enqueue(store, "1.2.3")
+    store.claim(worker_id="w1", lease_seconds=LEASE)
+    clock.advance(LEASE - 1)
+    assert store.claim(worker_id="w2", lease_seconds=LEASE) is None
+    clock.advance(2)
+    again = store.claim(worker_id="w2", lease_seconds=LEASE)
+    assert again is not None and again.id == job.id
+    assert (again.lease_owner, again.attempts) == ("w2", 2)
+    assert store.heartbeat(job.id, "w1", LEASE) is False
+    store.close()
+
+
+def test_a_job_whose_worker_stopped_max_attempts_times_fails_with_a_reason(
+    database_url: str,
+) -> None:
+    clock = Clock()
+    store = JobStore(database_url, clock=clock, max_attempts=2)
+    job = enqueue(store, "1.2.3")
+    for worker in ("w1", "w2"):
+        store.claim(worker_id=worker, lease_seconds=LEASE)
+        clock.advance(LEASE + 1)
+    assert store.claim(worker_id="w3", lease_seconds=LEASE) is None
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.startswith("The worker running this job stopped 2 times")
+    store.close()
+
+
+def test_leases_follow_the_server_clock_and_read_back_in_utc(database_url: str) -> None:
+    store = JobStore(database_url)
+    before = datetime.now(UTC)
+    enqueue(store, "1.2.3")
+    job = store.claim(worker_id="w1", lease_seconds=LEASE)
+    assert job is not None and job.lease_expires_at is not None and job.started_at is not None
+    assert job.started_at.tzinfo is UTC
+    assert job.lease_expires_at - job.started_at == timedelta(seconds=LEASE)
+    assert abs(job.started_at - before) < timedelta(seconds=30)
+    store.close()
+
+
+def test_rerun_takes_the_next_generation(database_url: str) -> None:
+    store = JobStore(database_url)
+    job = enqueue(store, "1.2.3")
+    store.claim(worker_id="w1", lease_seconds=LEASE)
+    store.complete(job.id, "w1", result={"segments": []}, stage_timings={"fetch": 0.1})
+    rerun = store.rerun(job.id)
+    assert (rerun.generation, rerun.rerun_of) == (1, job.id)
+    store.close()
+
+
+def test_set_state_replaces_the_previous_value(database_url: str) -> None:
+    store = JobStore(database_url)
+    store.set_state("orthanc.last_change_seq", "41")
+    store.set_state("orthanc.last_change_seq", "42")
+    assert store.get_state("orthanc.last_change_seq") == "42"
+    store.close()

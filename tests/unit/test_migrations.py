@@ -1,0 +1,114 @@
+"""The job database's migrations: they build exactly the models' schema, run once, and survive
+several processes starting at the same moment."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+
+from node.jobs import DatabaseSchemaError, create_engine_for, migrate
+from node.jobs.database import alembic_config
+from node.jobs.models import Base
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine_for(url)
+    with engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+    engine.dispose()
+    return revision
+
+
+def drift(url: str, metadata: MetaData) -> list[Any]:
+    engine = create_engine_for(url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    return list(differences)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+
+
+def test_migrate_brings_a_new_database_to_the_head_revision(url: str) -> None:
+    migrate(url)
+    assert current_revision(url) == head_revision()
+
+
+def test_migrated_database_matches_the_models(url: str) -> None:
+    migrate(url)
+    assert drift(url, Base.metadata) == []
+
+
+def test_drift_check_notices_a_column_missing_from_the_migrations(url: str) -> None:
+    migrate(url)
+    metadata = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(metadata)
+    Table("jobs", metadata, Column("extra", Integer), extend_existing=True)
+    assert [difference[0] for difference in drift(url, metadata)] == ["add_column"]
+
+
+def test_migrate_twice_changes_nothing(url: str) -> None:
+    migrate(url)
+    engine = create_engine_for(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO node_state (key, value, updated_at) VALUES ('k', 'v', '2026-01-01')")
+        )
+    migrate(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT value FROM node_state")).scalar_one() == "v"
+    engine.dispose()
+    assert current_revision(url) == head_revision()
+
+
+def test_migrate_accepts_an_engine(url: str) -> None:
+    engine = create_engine_for(url)
+    migrate(engine)
+    assert set(inspect(engine).get_table_names()) >= {"jobs", "node_state", "alembic_version"}
+    engine.dispose()
+
+
+def test_migrate_refuses_a_database_from_a_newer_node(url: str) -> None:
+    migrate(url)
+    engine = create_engine_for(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(DatabaseSchemaError, match="is at schema revision 9999, which this version"):
+        migrate(url)
+
+
+def migrate_after(url: str, barrier) -> None:
+    """Run in a separate process: wait for the others, then migrate."""
+    barrier.wait()
+    migrate(url)
+
+
+def test_processes_migrating_one_new_database_at_once_all_succeed(url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [context.Process(target=migrate_after, args=(url, barrier)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    assert current_revision(url) == head_revision()
+    assert drift(url, Base.metadata) == []
