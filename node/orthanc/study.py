@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,9 @@ def summarize_study(get_json: GetJson, study_id: str) -> StudySummary:
     """What routing needs to know about a study: its series, their modality, size, geometry.
 
     Three requests per series: the series, its instances' main DICOM tags (Orthanc keeps
-    ImageOrientationPatient there), and one instance's metadata for the SOP Class UID.
+    ImageOrientationPatient there), and one instance's metadata for the SOP Class UID. The
+    series' orientation is the one most of its instances have: a series with slices in two
+    orientations still routes by what it mostly is, and its job then fails with the reason.
     """
     study = get_json(f"/studies/{study_id}")
     series = tuple(_summarize_series(get_json, series_id) for series_id in study.get("Series", []))
@@ -32,13 +35,16 @@ def _summarize_series(get_json: GetJson, series_id: str) -> StudySeries | None:
     if not instance_ids:
         return None
     tags = series.get("MainDicomTags", {})
-    first = get_json(f"/instances/{instance_ids[0]}")
+    instances = get_json(f"/series/{series_id}/instances")
+    orientations = Counter(
+        _floats(instance.get("MainDicomTags", {}).get("ImageOrientationPatient")) for instance in instances
+    )
     metadata = get_json(f"/instances/{instance_ids[0]}/metadata?expand")
     summary = SeriesSummary(
         series_instance_uid=tags.get("SeriesInstanceUID", ""),
         modality=tags.get("Modality", ""),
         instance_count=len(instance_ids),
-        image_orientation=_floats(first.get("MainDicomTags", {}).get("ImageOrientationPatient")),
+        image_orientation=orientations.most_common(1)[0][0],
         sop_class_uid=metadata.get("SopClassUid"),
         series_description=tags.get("SeriesDescription", ""),
         series_number=_int(tags.get("SeriesNumber")),

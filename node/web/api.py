@@ -122,7 +122,10 @@ class NodeApi:
             except NoMatchingSeriesError as error:
                 reasons.append(f"{pipeline.name}: {error}")
                 continue
-            jobs.append(self._queue_or_rerun(study, pipeline.name, pipeline.version))
+            try:
+                jobs.append(self._queue_or_rerun(study, pipeline.name, pipeline.version))
+            except JobStateError as error:  # a run of it is queued or running already
+                return _error(409, str(error))
         if not jobs:
             return _error(422, "no pipeline applies to this study. " + " ".join(reasons))
         return ApiResponse(200, [job.to_json() for job in jobs])

@@ -13,8 +13,9 @@ from tests.requirements import require_or_skip
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "samples"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _node_components() -> None:
+@pytest.fixture(scope="session")
+def node_components() -> None:
+    """Orthanc with its Python plugin and DCMTK: what a running node needs."""
     for tool in ("Orthanc", "storescu"):
         require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
     require_or_skip(
@@ -45,7 +46,7 @@ def new_study(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+def shared_node(node_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     node = make_node(tmp_path_factory.mktemp("node"))
     node.start()
     yield node
@@ -53,7 +54,7 @@ def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNod
 
 
 @pytest.fixture
-def node_in(tmp_path: Path):
+def node_in(node_components: None, tmp_path: Path):
     """Factory for a node of the test's own, stopped at the end of the test."""
     nodes: list[RunningNode] = []
 

@@ -117,8 +117,8 @@ class RunningNode:
         raise AssertionError(f"jobs of {study_uid} not finished after {timeout} s: {jobs}\n{self.console_tail()}")
 
     def orthanc_study_id(self, study_uid: str) -> str:
-        found = self.client.post_json("/tools/lookup", study_uid)
-        return next(item["ID"] for item in found if item["Type"] == "Study")
+        (found,) = self.client.post_json("/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+        return str(found)
 
     def study_series(self, study_uid: str) -> list[dict[str, Any]]:
         return list(self.client.get_json(f"/studies/{self.orthanc_study_id(study_uid)}/series"))

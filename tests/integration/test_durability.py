@@ -42,11 +42,11 @@ def test_study_that_arrived_before_a_stop_is_processed_after_restart(node_in, ct
 
 
 def _mixed_orientation_copy(source: Path, target: Path) -> Path:
-    """The sample with every other slice's orientation turned into a coronal one."""
+    """The sample with one slice in five turned coronal, as if reformats were mixed in."""
     target.mkdir(parents=True)
     for n, path in enumerate(sorted(source.iterdir())):
         ds = pydicom.dcmread(path)
-        if n % 2:
+        if n % 5 == 2:
             ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
         ds.save_as(target / path.name)
     return target
