@@ -58,7 +58,11 @@ def run_once(node, sample: Path, workdir: Path, n: int) -> dict[str, float]:
 def fetch_baselines(node, study_uid: str) -> dict[str, float]:
     """The series fetched the node's way and the other ways, on the same study."""
     study_id = node.orthanc_study_id(study_uid)
-    series = [s for s in node.client.get_json(f"/studies/{study_id}/series") if s["MainDicomTags"]["Modality"] == "CT"][0]
+    series = [
+        s
+        for s in node.client.get_json(f"/studies/{study_id}/series")
+        if s["MainDicomTags"]["Modality"] == "CT"
+    ][0]
     ids = series["Instances"]
     results = {}
 
@@ -116,7 +120,11 @@ def main() -> int:
         node.start()
         try:
             rows = [run_once(node, sample, Path(tmp), n) for n in range(args.runs)]
-            uid = str(pydicom.dcmread(next((Path(tmp) / "run-0").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+            uid = str(
+                pydicom.dcmread(
+                    next((Path(tmp) / "run-0").iterdir()), stop_before_pixels=True
+                ).StudyInstanceUID
+            )
             fetches = [fetch_baselines(node, uid) for _ in range(args.runs)]
         finally:
             node.stop()

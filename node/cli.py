@@ -32,10 +32,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML settings file (default: $AI_NODE_CONFIG or built-in defaults)")
-    parser.add_argument("--data-dir", help="folder for Orthanc's storage, the job database and logs (default ./var)")
+    parser.add_argument(
+        "--data-dir", help="folder for Orthanc's storage, the job database and logs (default ./var)"
+    )
     parser.add_argument("--http-port", type=int, help="Orthanc HTTP port (default 8042)")
     parser.add_argument("--dicom-port", type=int, help="Orthanc DICOM port (default 4242)")
-    parser.add_argument("--stable-age", type=float, help="seconds without new instances before a study is processed")
+    parser.add_argument(
+        "--stable-age", type=float, help="seconds without new instances before a study is processed"
+    )
     parser.add_argument("--workers", type=int, help="number of worker processes (default 1)")
 
 

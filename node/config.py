@@ -11,7 +11,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -72,6 +72,16 @@ class WorkerSettings(_Strict):
     pipelines: list[str] | None = None
 
 
+ResultKind = Literal["seg", "sr"]
+
+
+class PipelineSettings(_Strict):
+    """Settings of one pipeline, under ``pipeline_settings: {NAME: {...}}``."""
+
+    #: result objects the node writes for this pipeline's jobs
+    results: list[ResultKind] = ["seg", "sr"]
+
+
 class Settings(_Strict):
     """Everything the node needs to run."""
 
@@ -83,6 +93,8 @@ class Settings(_Strict):
     worker: WorkerSettings = WorkerSettings()
     #: pipelines to enable by name (None: every registered pipeline)
     pipelines: list[str] | None = None
+    #: per-pipeline settings by pipeline name; a pipeline not listed uses the defaults
+    pipeline_settings: dict[str, PipelineSettings] = {}
     log_level: str = "INFO"
 
     @property
@@ -94,6 +106,9 @@ class Settings(_Strict):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'jobs.sqlite'}"
+
+    def for_pipeline(self, name: str) -> PipelineSettings:
+        return self.pipeline_settings.get(name, PipelineSettings())
 
     @property
     def orthanc_url(self) -> str:

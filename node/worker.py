@@ -13,12 +13,9 @@ import os
 import signal
 import socket
 import threading
-import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -28,6 +25,7 @@ from pydicom.dataset import Dataset
 from node.config import Settings
 from node.delivery import ThisOrthanc
 from node.errors import NodeError, PipelineError
+from node.execution import run_pipeline
 from node.imaging.series import build_volume, select_series
 from node.jobs.database import create_engine_for, migrate
 from node.jobs.errors import LeaseLostError
@@ -35,16 +33,14 @@ from node.jobs.store import Job, JobStore
 from node.orthanc.client import OrthancClient
 from node.orthanc.study import summarize_study
 from node.results.measure import measure_segments
-from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
-from node.results.sr import build_measurement_report
+from node.results.products import ResultInputs, build_result_objects
+from node.results.seg import DeviceInfo
 from node.results.validate import require_valid
+from node.timing import StageTimer
 from pipelines.base import Pipeline
 from pipelines.registry import PipelineRegistry, WarmPipelines
 
 log = logging.getLogger(__name__)
-
-SEG_SERIES_NUMBER = 9901
-SR_SERIES_NUMBER = 9902
 
 
 class WorkerStopping(Exception):
@@ -57,19 +53,6 @@ def result_uid(job: Job, purpose: str) -> str:
     PS3.5 B.2: a UUID as the integer under the 2.25 root.
     """
     return f"2.25.{uuid.uuid5(uuid.UUID(job.uid), purpose).int}"
-
-
-class StageTimer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
 class Worker:
@@ -124,7 +107,13 @@ class Worker:
         heartbeat = threading.Thread(target=self._heartbeat, args=(job, lease_lost), daemon=True)
         self.busy = True
         heartbeat.start()
-        log.info("job %s: %s on study %s (attempt %s)", job.id, job.pipeline_name, job.study_instance_uid, job.attempts)
+        log.info(
+            "job %s: %s on study %s (attempt %s)",
+            job.id,
+            job.pipeline_name,
+            job.study_instance_uid,
+            job.attempts,
+        )
         try:
             result = self._process(job, timer)
             self.store.complete(job.id, self.worker_id, result=result, stage_timings=timer.seconds)
@@ -138,7 +127,11 @@ class Worker:
             self._fail(job, str(error), timer)
         except Exception as error:  # the job loop is the boundary: one job fails, the worker lives
             log.error("job %s: unexpected error\n%s", job.id, traceback.format_exc())
-            self._fail(job, f"internal error in the node ({type(error).__name__}: {error}); see the worker log", timer)
+            self._fail(
+                job,
+                f"internal error in the node ({type(error).__name__}: {error}); see the worker log",
+                timer,
+            )
         finally:
             self.busy = False
             lease_lost.set()  # also stops the heartbeat thread
@@ -172,46 +165,32 @@ class Worker:
         with timer.stage("volume"):
             volume = build_volume(datasets)
         with timer.stage("pipeline"):
-            output = _run_pipeline(pipeline, lambda: pipeline.run(volume))
+            output = run_pipeline(pipeline, volume)
         with timer.stage("measure"):
             measurements = measure_segments(volume, pipeline.segments, output)
-        algorithm = AlgorithmInfo.from_pipeline(pipeline)
-        with timer.stage("seg"):
-            seg = build_segmentation(
-                source_images=datasets,
-                volume=volume,
-                segments=pipeline.segments,
-                result=output,
-                algorithm=algorithm,
-                device=self.device,
-                series_instance_uid=result_uid(job, "seg-series"),
-                sop_instance_uid=result_uid(job, "seg-instance"),
-                series_number=SEG_SERIES_NUMBER,
-            )
-        with timer.stage("sr"):
-            sr = build_measurement_report(
-                source_images=datasets,
-                volume=volume,
-                segmentation=seg,
-                segments=pipeline.segments,
-                measurements=measurements,
-                algorithm=algorithm,
-                device=self.device,
-                series_instance_uid=result_uid(job, "sr-series"),
-                sop_instance_uid=result_uid(job, "sr-instance"),
-                series_number=SR_SERIES_NUMBER,
-            )
+        inputs = ResultInputs(
+            source_images=datasets,
+            volume=volume,
+            pipeline=pipeline,
+            output=output,
+            measurements=measurements,
+            device=self.device,
+        )
+        objects = build_result_objects(
+            inputs,
+            kinds=self.settings.for_pipeline(pipeline.name).results,
+            uid=lambda purpose: result_uid(job, purpose),
+            timer=timer,
+        )
         with timer.stage("validate"):
-            for obj, kind in ((seg, "SEG"), (sr, "SR")):
-                for warning in require_valid(obj, kind).warnings:
-                    log.info("job %s: %s validator warning: %s", job.id, kind, warning)
+            for obj in objects:
+                for warning in require_valid(obj.dataset, obj.kind).warnings:
+                    log.info("job %s: %s validator warning: %s", job.id, obj.kind, warning)
         with timer.stage("store"):
-            delivered = self.destination.send([seg, sr])
-        return {
+            delivered = self.destination.send([obj.dataset for obj in objects])
+        result: dict[str, Any] = {
             "pipeline": {"name": pipeline.name, "version": pipeline.version},
             "source_series_instance_uid": volume.series_instance_uid,
-            "seg": {"sop_instance_uid": str(seg.SOPInstanceUID), "series_instance_uid": str(seg.SeriesInstanceUID), "orthanc_id": delivered[0].location},
-            "sr": {"sop_instance_uid": str(sr.SOPInstanceUID), "series_instance_uid": str(sr.SeriesInstanceUID), "orthanc_id": delivered[1].location},
             "segments": [
                 {
                     "number": m.segment_number,
@@ -223,6 +202,13 @@ class Worker:
                 for m in measurements
             ],
         }
+        for obj, where in zip(objects, delivered, strict=True):
+            result[obj.kind.lower()] = {
+                "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
+                "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
+                "orthanc_id": where.location,
+            }
+        return result
 
     def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:
         study = summarize_study(self.orthanc.get_json, job.orthanc_study_id)
@@ -235,18 +221,6 @@ class Worker:
         return [pydicom.dcmread(io.BytesIO(data)) for data in files]
 
 
-def _run_pipeline(pipeline: Pipeline, call: Callable[[], Any]) -> Any:
-    """Run a pipeline; anything it raises becomes a PipelineError that names it."""
-    try:
-        return call()
-    except (NodeError, WorkerStopping):
-        raise
-    except Exception as error:
-        raise PipelineError(
-            f"pipeline {pipeline.name} {pipeline.version} failed: {type(error).__name__}: {error}"
-        ) from error
-
-
 def main(settings: Settings) -> None:
     worker = Worker(settings)
     worker.install_signal_handlers()
@@ -254,4 +228,3 @@ def main(settings: Settings) -> None:
         worker.run_forever()
     except WorkerStopping:
         pass
-

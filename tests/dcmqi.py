@@ -32,8 +32,15 @@ def read_seg(seg_path: Path, volume: Volume, workdir: Path) -> DcmqiSegmentation
     """
     workdir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [_tool("segimage2itkimage"), "--inputDICOM", str(seg_path), "--outputDirectory", str(workdir),
-         "--outputType", "nifti"],
+        [
+            _tool("segimage2itkimage"),
+            "--inputDICOM",
+            str(seg_path),
+            "--outputDirectory",
+            str(workdir),
+            "--outputType",
+            "nifti",
+        ],
         check=True,
         capture_output=True,
     )

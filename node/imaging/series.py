@@ -89,9 +89,7 @@ def build_volume(
     if spacing_tolerance_mm <= 0:
         raise ValueError(f"spacing_tolerance_mm must be positive, got {spacing_tolerance_mm}")
     if not datasets:
-        raise InputSeriesError(
-            "No instances were given for the series, so there is no volume to build."
-        )
+        raise InputSeriesError("No instances were given for the series, so there is no volume to build.")
     first = datasets[0]
     label = _series_label(first)
 
@@ -136,9 +134,7 @@ def build_volume(
     positions = positions[order]
     along = along[order]
 
-    slice_spacing = _slice_spacing(
-        sorted_datasets, positions, along, normal, label, spacing_tolerance_mm
-    )
+    slice_spacing = _slice_spacing(sorted_datasets, positions, along, normal, label, spacing_tolerance_mm)
 
     pixel_spacing = _numbers(first, "PixelSpacing", 2, label)
     array = np.stack([_rescaled_pixels(ds, label) for ds in sorted_datasets])
@@ -414,13 +410,8 @@ def matches(summary: SeriesSummary, criteria: SeriesCriteria) -> list[str]:
         reasons.append(f"modality {summary.modality or '(none)'} is not {wanted}")
     if summary.instance_count < criteria.min_slices:
         reasons.append(f"fewer than {criteria.min_slices} slices")
-    if (
-        summary.sop_class_uid is not None
-        and summary.sop_class_uid not in SINGLE_FRAME_SLICE_SOP_CLASSES
-    ):
-        reasons.append(
-            f"{UID(summary.sop_class_uid).name} is not a single-frame CT, MR or PET image"
-        )
+    if summary.sop_class_uid is not None and summary.sop_class_uid not in SINGLE_FRAME_SLICE_SOP_CLASSES:
+        reasons.append(f"{UID(summary.sop_class_uid).name} is not a single-frame CT, MR or PET image")
     if criteria.orientation is Orientation.AXIAL:
         if summary.image_orientation is None:
             reasons.append("orientation unknown (no Image Orientation (Patient))")

@@ -74,8 +74,7 @@ def create_engine_for(url: str | URL) -> Engine:
 def _sqlite_engine(url: URL, shown: str) -> Engine:
     if url.get_driver_name() != "pysqlite":
         raise ConfigurationError(
-            f"job database URL {shown!r} uses driver {url.get_driver_name()!r}; "
-            "use sqlite:///<file>"
+            f"job database URL {shown!r} uses driver {url.get_driver_name()!r}; use sqlite:///<file>"
         )
     database = url.database or ""
     if database in ("", ":memory:") or url.query.get("mode") == "memory":

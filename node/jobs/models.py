@@ -66,9 +66,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                f"timestamp {value.isoformat()} has no time zone; pass an aware datetime"
-            )
+            raise ValueError(f"timestamp {value.isoformat()} has no time zone; pass an aware datetime")
         value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
@@ -147,9 +145,7 @@ class JobRow(Base):
     stage_timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: what the job produced (SOP Instance UIDs, segments, …)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    rerun_of: Mapped[int | None] = mapped_column(
-        Integer, ForeignKey("jobs.id", ondelete="SET NULL")
-    )
+    rerun_of: Mapped[int | None] = mapped_column(Integer, ForeignKey("jobs.id", ondelete="SET NULL"))
     trigger: Mapped[str] = mapped_column(String(32))
 
 

@@ -189,9 +189,7 @@ class JobStore:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(
-                f"max_attempts is {max_attempts!r}; it must be an integer of 1 or more"
-            )
+            raise ValueError(f"max_attempts is {max_attempts!r}; it must be an integer of 1 or more")
         if isinstance(database, Engine):
             self._engine, self._owns_engine = database, False
         else:
@@ -283,9 +281,7 @@ class JobStore:
                     trigger=JobTrigger.MANUAL,
                     priority=source.priority,
                 )
-                values |= self._stamps(
-                    now, generation=(latest.scalar_one() or 0) + 1, rerun_of=source.id
-                )
+                values |= self._stamps(now, generation=(latest.scalar_one() or 0) + 1, rerun_of=source.id)
                 row = self._insert_job(connection, values)
             if row is not None:
                 return Job.from_row(row)
@@ -357,9 +353,7 @@ class JobStore:
         names: builtins.list[str] | None = None
         if pipelines is not None:
             if isinstance(pipelines, str):
-                raise TypeError(
-                    f"pipelines must be a collection of names, not the string {pipelines!r}"
-                )
+                raise TypeError(f"pipelines must be a collection of names, not the string {pipelines!r}")
             names = sorted(set(pipelines))
             if not names:
                 return None
@@ -380,9 +374,7 @@ class JobStore:
             if names is not None:
                 query = query.where(candidate.c.pipeline_name.in_(names))
             query = (
-                query.order_by(
-                    candidate.c.priority.desc(), candidate.c.created_at, candidate.c.id
-                )
+                query.order_by(candidate.c.priority.desc(), candidate.c.created_at, candidate.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock
             )
@@ -508,9 +500,7 @@ class JobStore:
     def counts_by_status(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (every status present, zeros included)."""
         with self._read() as connection:
-            rows = connection.execute(
-                select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
-            ).all()
+            rows = connection.execute(select(JOBS.c.status, func.count()).group_by(JOBS.c.status)).all()
         counts = dict.fromkeys(JobStatus, 0)
         for status, count in rows:
             counts[JobStatus(status)] = count
@@ -519,9 +509,7 @@ class JobStore:
     def get_state(self, key: str) -> str | None:
         """A value of the node's persistent state, ``None`` if never set."""
         with self._read() as connection:
-            return connection.execute(
-                select(STATE.c.value).where(STATE.c.key == key)
-            ).scalar_one_or_none()
+            return connection.execute(select(STATE.c.value).where(STATE.c.key == key)).scalar_one_or_none()
 
     def set_state(self, key: str, value: str) -> None:
         """Set (insert or replace) a value of the node's persistent state."""
@@ -557,18 +545,14 @@ class JobStore:
         Orthanc id or its StudyInstanceUID. ``limit`` is 1 to 1000.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST_LIMIT:
-            raise ValueError(
-                f"limit is {limit!r}; it must be an integer from 1 to {MAX_LIST_LIMIT}"
-            )
+            raise ValueError(f"limit is {limit!r}; it must be an integer from 1 to {MAX_LIST_LIMIT}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset is {offset!r}; it must be an integer of 0 or more")
         query = select(JOBS)
         if status is not None:
             query = query.where(JOBS.c.status == _status(status))
         if study is not None:
-            query = query.where(
-                or_(JOBS.c.orthanc_study_id == study, JOBS.c.study_instance_uid == study)
-            )
+            query = query.where(or_(JOBS.c.orthanc_study_id == study, JOBS.c.study_instance_uid == study))
         query = query.order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
         with self._read() as connection:
             rows = connection.execute(query.limit(limit).offset(offset)).all()
@@ -626,9 +610,7 @@ class JobStore:
             JOBS.c.generation,
         ]
         return connection.execute(
-            statement.values(**values)
-            .on_conflict_do_nothing(index_elements=unique_key)
-            .returning(*JOBS.c)
+            statement.values(**values).on_conflict_do_nothing(index_elements=unique_key).returning(*JOBS.c)
         ).first()
 
     def _existing_row(self, connection: Connection, job_id: int) -> Row[Any]:
@@ -639,9 +621,7 @@ class JobStore:
 
     def _locked_row(self, connection: Connection, job_id: int) -> Row[Any]:
         """The job's row, locked until the transaction ends (on SQLite the write lock is)."""
-        row = connection.execute(
-            select(JOBS).where(JOBS.c.id == job_id).with_for_update()
-        ).first()
+        row = connection.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
         if row is None:
             raise JobNotFoundError(f"there is no job {job_id}")
         return row
@@ -787,9 +767,7 @@ def _lease(lease_seconds: float) -> timedelta:
 
 def _timings(stage_timings: Mapping[str, float]) -> dict[str, float]:
     if not isinstance(stage_timings, Mapping):
-        raise TypeError(
-            f"stage_timings must map stage names to seconds, not be {stage_timings!r}"
-        )
+        raise TypeError(f"stage_timings must map stage names to seconds, not be {stage_timings!r}")
     timings: dict[str, float] = {}
     for stage, seconds in stage_timings.items():
         if (
@@ -798,9 +776,7 @@ def _timings(stage_timings: Mapping[str, float]) -> dict[str, float]:
             or not isinstance(seconds, numbers.Real)
             or not math.isfinite(seconds)
         ):
-            raise ValueError(
-                f"stage timing {stage!r}: {seconds!r} is not a stage name with seconds"
-            )
+            raise ValueError(f"stage timing {stage!r}: {seconds!r} is not a stage name with seconds")
         timings[stage] = float(seconds)
     return timings
 

@@ -49,7 +49,9 @@ class OrthancClient:
         try:
             response = self.session.request(method, self._url(path), timeout=self.timeout, **kwargs)
         except requests.RequestException as error:
-            raise OrthancError(f"Orthanc at {self.base_url} did not answer {method} {path}: {error}") from error
+            raise OrthancError(
+                f"Orthanc at {self.base_url} did not answer {method} {path}: {error}"
+            ) from error
         if response.status_code >= 400:
             raise OrthancError(
                 f"Orthanc answered {method} {path} with HTTP {response.status_code}: "

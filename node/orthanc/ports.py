@@ -37,9 +37,7 @@ def packaged_orthanc_service_active() -> bool:
     """Whether Debian's own `orthanc` systemd service is running on this machine."""
     if not shutil.which("systemctl"):
         return False
-    state = subprocess.run(
-        ["systemctl", "is-active", "orthanc"], capture_output=True, text=True, check=False
-    )
+    state = subprocess.run(["systemctl", "is-active", "orthanc"], capture_output=True, text=True, check=False)
     return state.stdout.strip() == "active"
 
 

@@ -107,9 +107,7 @@ def _as_boolean(label: str, mask: np.ndarray, shape: tuple[int, int, int]) -> np
     if mask.dtype == np.bool_:
         return mask
     if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
-        raise PipelineError(
-            f"The mask of segment {label!r} has dtype {mask.dtype}; a mask must be boolean."
-        )
+        raise PipelineError(f"The mask of segment {label!r} has dtype {mask.dtype}; a mask must be boolean.")
     # A probability map or a label map passed by mistake must not be silently thresholded.
     stray = mask[(mask != 0) & (mask != 1)]
     if stray.size:

@@ -73,11 +73,7 @@ class DeviceInfo:
     @property
     def observer_uid(self) -> str:
         """Device Observer UID (TID 1004): stable for one node, so reports can be grouped by it."""
-        return str(
-            generate_uid(
-                entropy_srcs=[self.manufacturer, self.model_name, self.device_serial_number]
-            )
-        )
+        return str(generate_uid(entropy_srcs=[self.manufacturer, self.model_name, self.device_serial_number]))
 
 
 @dataclass(frozen=True)

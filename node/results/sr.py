@@ -222,9 +222,7 @@ def _check_consistent(
 ) -> None:
     declared = [(number, spec.label) for number, spec in enumerate(segments, start=1)]
     measured = [(m.segment_number, m.label) for m in measurements]
-    in_seg = [
-        (int(item.SegmentNumber), str(item.SegmentLabel)) for item in segmentation.SegmentSequence
-    ]
+    in_seg = [(int(item.SegmentNumber), str(item.SegmentLabel)) for item in segmentation.SegmentSequence]
     if not declared == measured == in_seg:
         raise ResultValidationError(
             "The SR would not match its SEG: segments (number, label) declared "

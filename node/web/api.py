@@ -101,7 +101,7 @@ class NodeApi:
         try:
             request = json.loads(body) if body.strip() else {}
         except ValueError:
-            return _error(400, "the request body must be JSON, e.g. {\"pipeline\": \"ct-tissue\"}")
+            return _error(400, 'the request body must be JSON, e.g. {"pipeline": "ct-tissue"}')
         if not isinstance(request, dict):
             return _error(400, "the request body must be a JSON object")
         try:

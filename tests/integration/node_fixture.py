@@ -89,7 +89,7 @@ class RunningNode:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise RuntimeError(f"the node did not stop on SIGINT within {timeout} s")
+            raise RuntimeError(f"the node did not stop on SIGINT within {timeout} s") from None
 
     def console_tail(self, lines: int = 60) -> str:
         text = ""
@@ -114,10 +114,14 @@ class RunningNode:
             if len(jobs) >= count and all(job["status"] in ("done", "failed") for job in jobs):
                 return jobs
             time.sleep(0.5)
-        raise AssertionError(f"jobs of {study_uid} not finished after {timeout} s: {jobs}\n{self.console_tail()}")
+        raise AssertionError(
+            f"jobs of {study_uid} not finished after {timeout} s: {jobs}\n{self.console_tail()}"
+        )
 
     def orthanc_study_id(self, study_uid: str) -> str:
-        (found,) = self.client.post_json("/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+        (found,) = self.client.post_json(
+            "/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}
+        )
         return str(found)
 
     def study_series(self, study_uid: str) -> list[dict[str, Any]]:
@@ -134,4 +138,3 @@ def make_node(folder: Path, *, stable_age: float = 2, lease: float = 60, workers
         lease=lease,
         workers=workers,
     )
-

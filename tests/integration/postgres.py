@@ -144,19 +144,14 @@ def _start(run_as: list[str], bindir: Path, folder: Path) -> int:
         if started.returncode == 0:
             return port
     server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise PostgresUnavailable(
-        f"pg_ctl start failed: {started.stdout}{started.stderr}\n{server_log}"
-    )
+    raise PostgresUnavailable(f"pg_ctl start failed: {started.stdout}{started.stderr}\n{server_log}")
 
 
 def _run(run_as: list[str], command: Sequence[str | Path]) -> None:
-    completed = subprocess.run(
-        [*run_as, *map(str, command)], capture_output=True, text=True, check=False
-    )
+    completed = subprocess.run([*run_as, *map(str, command)], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise PostgresUnavailable(
-            f"{Path(command[0]).name} failed ({completed.returncode}): "
-            f"{completed.stdout}{completed.stderr}"
+            f"{Path(command[0]).name} failed ({completed.returncode}): {completed.stdout}{completed.stderr}"
         )
 
 

@@ -104,7 +104,9 @@ def test_storing_results_starts_no_new_job(shared_node, ct_processed) -> None:
     assert len(shared_node.jobs(study=uid)) == 1
 
 
-def test_t1_mr_gets_a_plausible_brain_mask_on_the_mr_instances(shared_node, mr_sample, new_study, tmp_path) -> None:
+def test_t1_mr_gets_a_plausible_brain_mask_on_the_mr_instances(
+    shared_node, mr_sample, new_study, tmp_path
+) -> None:
     study = new_study(mr_sample)
     shared_node.send(study)
     uid = _study_uid(study)

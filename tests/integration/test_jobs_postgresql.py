@@ -85,9 +85,9 @@ def test_migrated_database_is_at_head_and_matches_the_models(database_url: str) 
     engine = create_engine_for(database_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection)
-        assert context.get_current_revision() == ScriptDirectory.from_config(
-            alembic_config()
-        ).get_current_head()
+        assert (
+            context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        )
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
 
@@ -101,9 +101,7 @@ def migrate_after(url: str, barrier) -> None:
 def test_processes_migrating_one_new_database_at_once_all_succeed(empty_database: str) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)
-    processes = [
-        context.Process(target=migrate_after, args=(empty_database, barrier)) for _ in range(4)
-    ]
+    processes = [context.Process(target=migrate_after, args=(empty_database, barrier)) for _ in range(4)]
     for process in processes:
         process.start()
     for process in processes:
@@ -132,9 +130,7 @@ def test_processes_claiming_at_once_get_each_job_exactly_once(database_url: str)
     barrier = context.Barrier(4)
     results = context.Queue()
     workers = [
-        context.Process(
-            target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results)
-        )
+        context.Process(target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results))
         for n in range(4)
     ]
     for worker in workers:

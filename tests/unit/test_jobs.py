@@ -278,9 +278,7 @@ def test_claim_of_an_empty_queue_returns_none(store: JobStore) -> None:
     assert store.claim(worker_id="w1", lease_seconds=LEASE) is None
 
 
-def test_claim_makes_the_job_running_with_a_lease_and_one_attempt(
-    store: JobStore, clock: Clock
-) -> None:
+def test_claim_makes_the_job_running_with_a_lease_and_one_attempt(store: JobStore, clock: Clock) -> None:
     enqueue(store)
     job = store.claim(worker_id="w1", lease_seconds=LEASE)
     assert job is not None
@@ -289,9 +287,7 @@ def test_claim_makes_the_job_running_with_a_lease_and_one_attempt(
     assert job.started_at == clock.now
 
 
-def test_claim_takes_the_highest_priority_first_then_the_oldest(
-    store: JobStore, clock: Clock
-) -> None:
+def test_claim_takes_the_highest_priority_first_then_the_oldest(store: JobStore, clock: Clock) -> None:
     old_low = enqueue(store, "1.1", priority=0)
     clock.advance(1)
     new_high = enqueue(store, "1.2", priority=10)
@@ -361,9 +357,7 @@ def test_processes_claiming_at_once_get_each_job_exactly_once(database_url: str)
     barrier = context.Barrier(4)
     results = context.Queue()
     workers = [
-        context.Process(
-            target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results)
-        )
+        context.Process(target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results))
         for n in range(4)
     ]
     for worker in workers:
@@ -404,9 +398,7 @@ def test_claim_waits_for_another_writer_instead_of_failing(tmp_path: Path, datab
 # -- leases ----------------------------------------------------------------------------------
 
 
-def test_a_running_job_is_not_claimed_again_while_its_lease_holds(
-    store: JobStore, clock: Clock
-) -> None:
+def test_a_running_job_is_not_claimed_again_while_its_lease_holds(store: JobStore, clock: Clock) -> None:
     enqueue(store)
     store.claim(worker_id="w1", lease_seconds=LEASE)
     clock.advance(LEASE - 1)
@@ -434,9 +426,7 @@ def test_heartbeat_extends_the_lease(store: JobStore, clock: Clock) -> None:
     assert store.get(job.id).lease_expires_at == clock.now + timedelta(seconds=1)
 
 
-def test_heartbeat_after_another_worker_took_the_job_returns_false(
-    store: JobStore, clock: Clock
-) -> None:
+def test_heartbeat_after_another_worker_took_the_job_returns_false(store: JobStore, clock: Clock) -> None:
     job = enqueue(store)
     store.claim(worker_id="w1", lease_seconds=LEASE)
     clock.advance(LEASE + 1)
@@ -444,9 +434,7 @@ def test_heartbeat_after_another_worker_took_the_job_returns_false(
     assert store.heartbeat(job.id, "w1", LEASE) is False
 
 
-def test_complete_after_another_worker_took_the_job_raises_lease_lost(
-    store: JobStore, clock: Clock
-) -> None:
+def test_complete_after_another_worker_took_the_job_raises_lease_lost(store: JobStore, clock: Clock) -> None:
     job = enqueue(store)
     store.claim(worker_id="w1", lease_seconds=LEASE)
     clock.advance(LEASE + 1)
@@ -476,9 +464,7 @@ def test_a_job_whose_worker_stopped_max_attempts_times_fails_with_a_reason(
     assert failed.error.startswith("The worker running this job stopped 3 times")
 
 
-def test_reap_expired_fails_jobs_out_of_attempts_without_a_claim(
-    database_url: str, clock: Clock
-) -> None:
+def test_reap_expired_fails_jobs_out_of_attempts_without_a_claim(database_url: str, clock: Clock) -> None:
     store = JobStore(database_url, clock=clock, max_attempts=1)
     job = enqueue(store)
     store.claim(worker_id="w1", lease_seconds=LEASE)

@@ -45,9 +45,7 @@ SEGMENTS = (
         type=Code("78961009", "SCT", "Spleen"),
         rgb=(157, 108, 162),
     ),
-    SegmentSpec(
-        label="lesion", category=ALTERED, type=Code("108369006", "SCT", "Neoplasm"), rgb=(255, 0, 0)
-    ),
+    SegmentSpec(label="lesion", category=ALTERED, type=Code("108369006", "SCT", "Neoplasm"), rgb=(255, 0, 0)),
 )
 ALGORITHM = AlgorithmInfo(name="abdomen-organs", version="2.1.0")
 DEVICE = DeviceInfo.for_node(device_serial_number="node-test-01")
@@ -89,9 +87,7 @@ def _case(orientation=AXIAL, shape=(12, 64, 64), spacing=(2.5, 0.7, 0.9)) -> Cas
     spleen = np.zeros(shape, dtype=bool)
     spleen[5:9, 25:50, 30:60] = True  # overlaps the liver: BINARY segments may overlap
     lesion = np.zeros(shape, dtype=bool)  # the pipeline found none
-    return Case(
-        datasets, volume, PipelineResult(masks={"liver": liver, "spleen": spleen, "lesion": lesion})
-    )
+    return Case(datasets, volume, PipelineResult(masks={"liver": liver, "spleen": spleen, "lesion": lesion}))
 
 
 def _build(case: Case, source_images=None, result=None) -> hd.seg.Segmentation:
@@ -153,9 +149,7 @@ def test_empty_frames_are_omitted_and_empty_segment_is_still_declared(tmp_path: 
 
 def test_all_empty_result_still_makes_a_readable_seg(tmp_path: Path) -> None:
     case = _case()
-    empty = PipelineResult(
-        masks={s.label: np.zeros(case.volume.shape, dtype=bool) for s in SEGMENTS}
-    )
+    empty = PipelineResult(masks={s.label: np.zeros(case.volume.shape, dtype=bool) for s in SEGMENTS})
 
     seg = _write_and_read(_build(case, result=empty), tmp_path)
 
@@ -264,9 +258,7 @@ def test_missing_source_image_is_named() -> None:
     case = _case()
     missing = case.datasets[3].SOPInstanceUID
 
-    with pytest.raises(
-        InputSeriesError, match=f"slice 3 \\(SOP Instance UID {missing}\\) is not among"
-    ):
+    with pytest.raises(InputSeriesError, match=f"slice 3 \\(SOP Instance UID {missing}\\) is not among"):
         _build(case, source_images=case.datasets[:3] + case.datasets[4:])
 
 
@@ -299,14 +291,10 @@ def test_mask_of_wrong_shape_is_rejected() -> None:
 def test_colour_outside_srgb_range_is_rejected() -> None:
     spec = SegmentSpec(label="x", category=ANATOMY, type=ANATOMY, rgb=(256, 0, 0))
 
-    with pytest.raises(
-        PipelineError, match=r"colour \(256, 0, 0\); it must be three integers 0-255"
-    ):
+    with pytest.raises(PipelineError, match=r"colour \(256, 0, 0\); it must be three integers 0-255"):
         display_color(spec)
 
 
 def test_device_info_rejects_an_overlong_model_name() -> None:
     with pytest.raises(ConfigurationError, match="ManufacturerModelName 'x+' has 65 characters"):
-        DeviceInfo(
-            manufacturer="m", model_name="x" * 65, software_version="1", device_serial_number="1"
-        )
+        DeviceInfo(manufacturer="m", model_name="x" * 65, software_version="1", device_serial_number="1")

@@ -42,9 +42,7 @@ SEGMENTS = (
         rgb=(190, 40, 40),
         measurements=(Measurement.VOLUME, Measurement.MEAN_INTENSITY),
     ),
-    SegmentSpec(
-        label="bone", category=TISSUE, type=Code("3138006", "SCT", "Bone"), rgb=(240, 240, 240)
-    ),
+    SegmentSpec(label="bone", category=TISSUE, type=Code("3138006", "SCT", "Bone"), rgb=(240, 240, 240)),
 )
 ALGORITHM = AlgorithmInfo(name="ct-tissue", version="1.4.0")
 DEVICE = DeviceInfo.for_node(device_serial_number="node-test-02")
@@ -108,9 +106,7 @@ def _build(case: Case, *, segments=SEGMENTS, measurements=None) -> hd.sr.Compreh
     )
 
 
-def _write_and_read(
-    sr: hd.sr.Comprehensive3DSR, tmp_path: Path
-) -> tuple[Path, hd.sr.Comprehensive3DSR]:
+def _write_and_read(sr: hd.sr.Comprehensive3DSR, tmp_path: Path) -> tuple[Path, hd.sr.Comprehensive3DSR]:
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
     assert pydicom.dcmread(path).SOPInstanceUID == sr.SOPInstanceUID
@@ -129,10 +125,7 @@ def _items(dataset: Dataset, code_value: str) -> list[Dataset]:
     """Content items anywhere below ``dataset`` whose concept name has ``code_value``."""
     found = []
     for item in dataset.get("ContentSequence", []):
-        if (
-            "ConceptNameCodeSequence" in item
-            and item.ConceptNameCodeSequence[0].CodeValue == code_value
-        ):
+        if "ConceptNameCodeSequence" in item and item.ConceptNameCodeSequence[0].CodeValue == code_value:
             found.append(item)
         found.extend(_items(item, code_value))
     return found
@@ -235,8 +228,7 @@ def test_evidence_and_image_library_list_seg_and_every_source_image(tmp_path: Pa
     evidence = {uid for _, _, uid, _ in sr.get_evidence(current_procedure_only=True)}
     library = _items(_report(sr)[0], "111028")[0]
     library_images = {
-        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-        for item in _items_of_type(library, "IMAGE")
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in _items_of_type(library, "IMAGE")
     }
     assert evidence == {*case.volume.source_instance_uids, case.segmentation.SOPInstanceUID}
     assert library_images == set(case.volume.source_instance_uids)
@@ -299,13 +291,9 @@ def test_dcmqi_reads_the_same_volumes_and_references(tmp_path: Path) -> None:
     for group in metadata["Measurements"]:
         assert group["segmentationSOPInstanceUID"] == case.segmentation.SOPInstanceUID
         assert group["measurementAlgorithmIdentification"]["AlgorithmVersion"] == "1.4.0"
-        volume = next(
-            i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == "118565006"
-        )
+        volume = next(i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == "118565006")
         read[group["ReferencedSegment"]] = (group["TrackingIdentifier"], float(volume["value"]))
-    assert read == {
-        m.segment_number: (m.label, pytest.approx(m.volume_ml)) for m in case.measurements
-    }
+    assert read == {m.segment_number: (m.label, pytest.approx(m.volume_ml)) for m in case.measurements}
     assert metadata["procedureReported"]["CodeValue"] == "77477000"
     assert metadata["observerContext"]["DeviceObserverUID"] == DEVICE.observer_uid
 
@@ -322,7 +310,5 @@ def test_mean_intensity_of_unknown_modality_is_rejected() -> None:
     case = _case()
     case.volume = dataclasses.replace(case.volume, modality="PT")
 
-    with pytest.raises(
-        PipelineError, match="no DICOM concept and unit for the intensity of modality 'PT'"
-    ):
+    with pytest.raises(PipelineError, match="no DICOM concept and unit for the intensity of modality 'PT'"):
         _build(case)

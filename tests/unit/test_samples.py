@@ -100,9 +100,7 @@ def test_mr_sample_is_an_axial_series_of_181_slices() -> None:
 
     assert len(datasets) == 181
     assert {ds.SOPClassUID for ds in datasets} == {pydicom.uid.MRImageStorage}
-    assert classify_orientation([float(v) for v in datasets[0].ImageOrientationPatient]) == (
-        SlicePlane.AXIAL
-    )
+    assert classify_orientation([float(v) for v in datasets[0].ImageOrientationPatient]) == (SlicePlane.AXIAL)
     assert [float(v) for v in datasets[0].ImageOrientationPatient] == AXIAL
 
 
@@ -212,9 +210,7 @@ def test_unknown_sample_name_is_rejected(tmp_path: Path) -> None:
         ensure_sample("pet", tmp_path)  # type: ignore[arg-type]
 
 
-def test_command_line_writes_a_fresh_study(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_command_line_writes_a_fresh_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require_or_skip(node.samples.MRICRON_CH2.is_file(), "Debian package mricron-data is missing")
 
     status = node.samples.main(["mr", str(tmp_path / "out"), "--fresh-uids"])

@@ -71,9 +71,7 @@ def test_matching_series_has_no_reasons() -> None:
 
 
 def test_wrong_modality_is_a_reason() -> None:
-    assert matches(summary(modality="MR", sop_class=MRImageStorage), CT_AXIAL) == [
-        "modality MR is not CT"
-    ]
+    assert matches(summary(modality="MR", sop_class=MRImageStorage), CT_AXIAL) == ["modality MR is not CT"]
 
 
 def test_too_few_slices_is_a_reason() -> None:
@@ -122,9 +120,7 @@ def test_a_larger_series_that_does_not_match_is_passed_over() -> None:
 
 
 def test_equal_counts_are_broken_by_the_lowest_series_number() -> None:
-    chosen = select_series(
-        [summary("1.1", count=50, number=3), summary("1.2", count=50, number=2)], CT_AXIAL
-    )
+    chosen = select_series([summary("1.1", count=50, number=3), summary("1.2", count=50, number=2)], CT_AXIAL)
 
     assert chosen.series_instance_uid == "1.2"
 

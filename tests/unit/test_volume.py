@@ -192,9 +192,7 @@ def test_non_uniform_spacing_reports_the_spacings_found() -> None:
     for k, z in enumerate([0.0, 2.0, 4.0, 7.0, 10.0]):
         move(datasets[k], z)
 
-    with pytest.raises(
-        InputSeriesError, match=r"slice spacing is not uniform .*2.00 and 3.00 mm apart"
-    ):
+    with pytest.raises(InputSeriesError, match=r"slice spacing is not uniform .*2.00 and 3.00 mm apart"):
         build_volume(datasets)
 
 
@@ -249,9 +247,7 @@ def test_different_matrix_sizes_are_rejected() -> None:
         ds.SeriesInstanceUID = datasets[0].SeriesInstanceUID
         ds.FrameOfReferenceUID = datasets[0].FrameOfReferenceUID
 
-    with pytest.raises(
-        InputSeriesError, match=r"different matrix sizes \(Rows × Columns 4×3 and 6×3\)"
-    ):
+    with pytest.raises(InputSeriesError, match=r"different matrix sizes \(Rows × Columns 4×3 and 6×3\)"):
         build_volume(datasets)
 
 
@@ -276,9 +272,7 @@ def test_missing_geometry_attribute_is_named(keyword: str, name: str) -> None:
     datasets = series(3)
     delattr(datasets[1], keyword)
 
-    with pytest.raises(
-        InputSeriesError, match=rf"1 of 3 instances \(first instance 2\) have no {name}"
-    ):
+    with pytest.raises(InputSeriesError, match=rf"1 of 3 instances \(first instance 2\) have no {name}"):
         build_volume(datasets)
 
 

@@ -20,9 +20,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def render_item(
-    type_: str, obj: Any, autogen_context: AutogenContext
-) -> str | Literal[False]:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render the node's own column types as plain SQLAlchemy, so that migrations never import
     the models (a migration must keep meaning what it meant when it was written)."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
