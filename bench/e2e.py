@@ -149,6 +149,20 @@ def main() -> int:
     for way in fetches[0]:
         values = [f[way] for f in fetches]
         report.append(f"| {way} | {min(values):.2f} | {statistics.median(values):.2f} |")
+    report += [
+        "",
+        "## Reading the numbers",
+        "",
+        "- The baselines of `../shared/PERFORMANCE.md` were a 300-slice 512×512 CT; this sample is",
+        "  smaller, so compare the ways side by side within one run, not with those absolutes.",
+        "- Without `Accept-Encoding: identity` Orthanc gzips every instance: the node's fetch avoids",
+        "  it. On this small series one WADO-RS multipart request is faster than 108 REST requests;",
+        "  on the 300 × 512² baseline it was the other way round (0.87 s vs 0.56 s). Both are far",
+        "  below the SR stage, so the fetch path stays REST (which also serves any transfer syntax).",
+        "- `sr` is the largest stage: highdicom writes one Image Library entry per source slice",
+        "  (about 8 ms each) and deep-copies the content tree; `validate` is two `dciodvfy` runs.",
+        "- Per-pipeline cold/warm numbers: `docs/benchmarks-pipelines.md` (bench/pipelines.py).",
+    ]
     text = "\n".join(report) + "\n"
     print(text)
     if args.write:
