@@ -1,0 +1,63 @@
+"""Settings: defaults, files, validation messages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from node.config import Settings, dump_settings, load_settings
+from node.errors import ConfigurationError
+
+
+def test_defaults_match_the_documented_ports_and_ae_title() -> None:
+    settings = Settings()
+    assert (settings.orthanc.http_port, settings.orthanc.dicom_port, settings.orthanc.aet) == (
+        8042,
+        4242,
+        "AINODE",
+    )
+    assert settings.orthanc.stable_age == timedelta(seconds=10)
+    assert settings.resolved_database_url.endswith("/var/jobs.sqlite")
+
+
+def test_relative_data_dir_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("data_dir: store\northanc: {stable_age: 3}\n")
+    settings = load_settings(tmp_path / "node.yaml")
+    assert settings.resolved_data_dir == tmp_path / "store"
+    assert settings.orthanc.stable_age == timedelta(seconds=3)
+
+
+def test_dumped_settings_read_back_equal(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, worker={"count": 3})
+    (tmp_path / "out.yaml").write_text(dump_settings(settings))
+    assert load_settings(tmp_path / "out.yaml") == settings
+
+
+def test_unknown_key_is_refused_with_its_path(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("orthanc: {http_prot: 8042}\n")
+    with pytest.raises(ConfigurationError, match=r"orthanc\.http_prot: Extra inputs are not permitted"):
+        load_settings(tmp_path / "node.yaml")
+
+
+def test_overlong_ae_title_names_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("orthanc: {aet: AINODE-RESEARCH-01}\n")
+    with pytest.raises(ConfigurationError, match="is 18 characters; PS3.5 allows 16"):
+        load_settings(tmp_path / "node.yaml")
+
+
+def test_port_out_of_range_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="orthanc.http_port"):
+        Settings().with_overrides(**{"orthanc.http_port": 70000})
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigurationError, match="must hold a mapping"):
+        load_settings(tmp_path / "node.yaml")
