@@ -31,12 +31,14 @@ DEFAULT_SR_SERIES_NUMBER = 902
 
 _CodedConcept = hd.sr.CodedConcept
 
-#: Procedure Reported (TID 1500 row 4, CID 100) by the modality of the measured series.
+#: Procedure Reported (TID 1500 row 4) by the modality of the measured series, from CID 100
+#: Quantitative Diagnostic Imaging Procedures, which lists these LOINC codes; pixelmed's
+#: validator reports a code outside CID 100 (e.g. SCT 77477000 "Computed tomography") as an error.
 PROCEDURE_BY_MODALITY: dict[str, hd.sr.CodedConcept] = {
-    "CT": _CodedConcept("77477000", "SCT", "Computed tomography"),
-    "MR": _CodedConcept("113091000", "SCT", "Magnetic resonance imaging"),
+    "CT": _CodedConcept("25045-6", "LN", "CT unspecified body region"),
+    "MR": _CodedConcept("25056-3", "LN", "MRI unspecified body region"),
 }
-#: Procedure Reported for any other modality.
+#: Procedure Reported for any other modality (also in CID 100).
 IMAGING_PROCEDURE = _CodedConcept("363679005", "SCT", "Imaging procedure")
 
 #: Volume (CID 7469) in millilitres; UCUM units as TID 300 requires (PS3.16 CID 82).
@@ -104,7 +106,7 @@ def build_measurement_report(
         for spec, measured in zip(segments, measurements, strict=True)
     ]
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(device),
+        observation_context=observation_context(device),
         procedure_reported=PROCEDURE_BY_MODALITY.get(volume.modality, IMAGING_PROCEDURE),
         imaging_measurements=groups,
         referenced_images=ordered,
@@ -130,7 +132,7 @@ def build_measurement_report(
     )
 
 
-def _observation_context(device: DeviceInfo) -> hd.sr.ObservationContext:
+def observation_context(device: DeviceInfo) -> hd.sr.ObservationContext:
     """TID 1001 with a device observer (TID 1004): the node made these observations."""
     return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(

@@ -207,7 +207,7 @@ def test_observer_is_the_node_and_procedure_is_ct(tmp_path: Path) -> None:
         DEVICE.manufacturer,
         DEVICE.model_name,
     )
-    assert (procedure.CodeValue, procedure.CodingSchemeDesignator) == ("77477000", "SCT")
+    assert (procedure.CodeValue, procedure.CodingSchemeDesignator) == ("25045-6", "LN")
 
 
 def test_mr_report_uses_mr_procedure_and_signal_intensity(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_mr_report_uses_mr_procedure_and_signal_intensity(tmp_path: Path) -> Non
     report = _report(sr)
     procedure = _items(report[0], "121058")[0].ConceptCodeSequence[0]
     mean = report.get_volumetric_roi_measurement_groups()[0].get_measurements()[1]
-    assert procedure.CodeValue == "113091000"
+    assert procedure.CodeValue == "25056-3"
     assert (mean.name.value, mean.unit.value) == ("110852", "[arb'U]")
 
 
@@ -294,7 +294,7 @@ def test_dcmqi_reads_the_same_volumes_and_references(tmp_path: Path) -> None:
         volume = next(i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == "118565006")
         read[group["ReferencedSegment"]] = (group["TrackingIdentifier"], float(volume["value"]))
     assert read == {m.segment_number: (m.label, pytest.approx(m.volume_ml)) for m in case.measurements}
-    assert metadata["procedureReported"]["CodeValue"] == "77477000"
+    assert metadata["procedureReported"]["CodeValue"] == "25045-6"
     assert metadata["observerContext"]["DeviceObserverUID"] == DEVICE.observer_uid
 
 
