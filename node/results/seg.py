@@ -7,6 +7,7 @@ viewers (OHIF, 3D Slicer) and dcmqi overlay it on the series it came from.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,11 +129,14 @@ def build_segmentation(
     # (slices, rows, columns, segments) in volume order: highdicom pairs pixel_array[k] with
     # source_images[k] and takes plane positions from them.
     pixel_array = np.stack(masks, axis=-1)
+    placeholders = _byte_alignment_placeholders(pixel_array)
+    for slice_index, segment_index in placeholders:
+        pixel_array[slice_index, 0, 0, segment_index] = True
     descriptions = [
         _segment_description(number, spec, algorithm, sop_instance_uid)
         for number, spec in enumerate(segments, start=1)
     ]
-    return hd.seg.Segmentation(
+    segmentation = hd.seg.Segmentation(
         source_images=ordered,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -153,6 +157,51 @@ def build_segmentation(
         # then keep all frames anyway and log a warning, so ask for that outright.
         omit_empty_frames=bool(pixel_array.any()),
     )
+    _clear_placeholders(segmentation, placeholders, ordered)
+    return segmentation
+
+
+def _byte_alignment_placeholders(pixel_array: np.ndarray) -> list[tuple[int, int]]:
+    """Empty (slice, segment) frames to keep so the packed frames fill an even number of bytes.
+
+    BINARY frames are packed bit by bit across frame boundaries (PS3.5 8.1.1) and Pixel Data
+    is padded to an even length (PS3.5 7.1.1). dcmjs, which OHIF 3.13 uses to read a SEG,
+    insists that the length equals the packed size and rejects a padded one: a 217×181 MR
+    SEG with an odd packed size did not load at all. Keeping a few empty frames makes the
+    packed size even, so no padding byte is needed; empty frames are valid SEG content.
+    highdicom can only omit all empty frames or none, so the chosen frames are first marked
+    with one voxel (cleared again by :func:`_clear_placeholders`).
+    """
+    slices, rows, columns, _ = pixel_array.shape
+    bits = rows * columns
+    present = pixel_array.any(axis=(1, 2))
+    frames = int(present.sum())
+    if frames == 0:  # highdicom keeps every frame then
+        frames = present.size
+    extra = 0
+    while math.ceil((frames + extra) * bits / 8) % 2:
+        extra += 1
+    empty = np.argwhere(~present)
+    if extra == 0 or frames == present.size or extra > len(empty):
+        return []
+    return [(int(k), int(s)) for k, s in empty[:extra]]
+
+
+def _clear_placeholders(
+    segmentation: hd.seg.Segmentation, placeholders: list[tuple[int, int]], ordered: Sequence[Dataset]
+) -> None:
+    if not placeholders:
+        return
+    marked = {(str(ordered[k].SOPInstanceUID), s + 1) for k, s in placeholders}
+    bits = int(segmentation.Rows) * int(segmentation.Columns)
+    data = bytearray(segmentation.PixelData)
+    for frame, item in enumerate(segmentation.PerFrameFunctionalGroupsSequence):
+        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if (str(source), segment) in marked:
+            first_pixel = frame * bits  # the voxel set at row 0, column 0; packed LSB first
+            data[first_pixel // 8] &= ~(1 << (first_pixel % 8)) & 0xFF
+    segmentation.PixelData = bytes(data)
 
 
 def order_source_images(source_images: Sequence[Dataset], volume: Volume) -> list[Dataset]:

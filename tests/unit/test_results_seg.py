@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,25 @@ def test_voxels_read_back_equal_masks_in_source_instance_order(tmp_path: Path) -
         assert_missing_frames_are_empty=True,
     )
     assert np.array_equal(pixels.astype(bool), case.stacked())
+
+
+def test_packed_frames_fill_an_even_number_of_bytes_without_padding(tmp_path: Path) -> None:
+    # 61×45 frames are 2745 bits; the 9 non-empty frames pack into 3089 bytes, which DICOM
+    # pads to 3090 and dcmjs (OHIF) then refuses. Empty frames are kept to make it even.
+    case = _case(shape=(12, 61, 45))
+
+    seg = _build(case)
+
+    frames = len(seg.PerFrameFunctionalGroupsSequence)
+    assert frames > 9
+    packed = math.ceil(frames * 61 * 45 / 8)
+    assert len(seg.PixelData) == packed and packed % 2 == 0
+    read = _write_and_read(seg, tmp_path)
+    pixels = read.get_pixels_by_source_instance(
+        list(case.volume.source_instance_uids), segment_numbers=[1, 2, 3]
+    )
+    assert np.array_equal(pixels.astype(bool), case.stacked())
+    assert require_valid(seg, "SEG").errors == ()
 
 
 def test_each_frame_references_the_source_instance_at_its_position(tmp_path: Path) -> None:
