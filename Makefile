@@ -6,15 +6,16 @@ AI_NODE := $(VENV)/bin/ai-node
 STUDY ?= ct
 # Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
 # the sample data (a head CT and a T1 brain MR), venv, iproute2 (`ss` names what holds a busy
-# port), and PostgreSQL (the job database for many workers; its tests start a throwaway cluster).
+# port), PostgreSQL (the job database for many workers; its tests start a throwaway cluster),
+# and Chromium (the browser tests drive OHIF in it, headless, through Playwright).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
-                python3-venv python3-dev postgresql iproute2
+                python3-venv python3-dev postgresql iproute2 chromium
 # Tools that may come from elsewhere than Debian (e.g. NodeSource's nodejs bundles npm and
 # conflicts with Debian's npm package): installed from Debian only when the command is missing.
 APT_COMMANDS := npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages venv demo run start stop test test-unit test-integration bench lint clean
+.PHONY: setup system-packages venv demo run start stop viewer test test-unit test-integration bench lint clean
 
 setup: system-packages venv
 
@@ -55,6 +56,11 @@ start: setup
 
 stop:
 	@if [ -x $(AI_NODE) ]; then $(AI_NODE) stop; else echo "The node is not installed."; fi
+
+# OHIF on the running node's studies: fetched once with npm into .cache/ohif, DICOMweb proxied.
+VIEWER_PORT ?= 3000
+viewer: setup
+	$(PY) -m node.viewer --port $(VIEWER_PORT)
 
 test: setup
 	$(PY) -m pytest -ra
