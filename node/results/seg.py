@@ -195,9 +195,12 @@ def _clear_placeholders(
     marked = {(str(ordered[k].SOPInstanceUID), s + 1) for k, s in placeholders}
     bits = int(segmentation.Rows) * int(segmentation.Columns)
     data = bytearray(segmentation.PixelData)
+    shared = segmentation.SharedFunctionalGroupsSequence[0]
     for frame, item in enumerate(segmentation.PerFrameFunctionalGroupsSequence):
         source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        # With one segment highdicom puts the segment identification in the shared groups.
+        identification = item if "SegmentIdentificationSequence" in item else shared
+        segment = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         if (str(source), segment) in marked:
             first_pixel = frame * bits  # the voxel set at row 0, column 0; packed LSB first
             data[first_pixel // 8] &= ~(1 << (first_pixel % 8)) & 0xFF

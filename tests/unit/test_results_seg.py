@@ -144,6 +144,28 @@ def test_packed_frames_fill_an_even_number_of_bytes_without_padding(tmp_path: Pa
     assert require_valid(seg, "SEG").errors == ()
 
 
+def test_single_segment_seg_also_fills_an_even_number_of_bytes() -> None:
+    case = _case(shape=(12, 61, 45))
+    only = SEGMENTS[1:2]  # the spleen: 4 frames of 2745 bits pack into 1373 bytes
+    result = PipelineResult(masks={only[0].label: case.result.masks[only[0].label]})
+
+    seg = build_segmentation(
+        source_images=case.datasets,
+        volume=case.volume,
+        segments=only,
+        result=result,
+        algorithm=ALGORITHM,
+        device=DEVICE,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+    )
+
+    frames = len(seg.PerFrameFunctionalGroupsSequence)
+    assert frames > 4
+    assert len(seg.PixelData) == math.ceil(frames * 61 * 45 / 8) and len(seg.PixelData) % 2 == 0
+    assert seg.pixel_array.sum() == result.masks[only[0].label].sum()
+
+
 def test_each_frame_references_the_source_instance_at_its_position(tmp_path: Path) -> None:
     case = _case()
     position_of = {ds.SOPInstanceUID: list(ds.ImagePositionPatient) for ds in case.datasets}
