@@ -7,15 +7,17 @@ STUDY ?= ct
 # Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
 # the sample data (a head CT and a T1 brain MR), venv, iproute2 (`ss` names what holds a busy
 # port), PostgreSQL (the job database for many workers; its tests start a throwaway cluster),
-# and Chromium (the browser tests drive OHIF in it, headless, through Playwright).
+# Chromium (the browser tests drive OHIF in it, headless, through Playwright), PixelMed with a
+# JRE (the second SR validator) and DejaVu fonts (text burned into secondary captures).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
-                python3-venv python3-dev postgresql iproute2 chromium
+                python3-venv python3-dev postgresql iproute2 chromium \
+                pixelmed-apps default-jre-headless fonts-dejavu-core
 # Tools that may come from elsewhere than Debian (e.g. NodeSource's nodejs bundles npm and
 # conflicts with Debian's npm package): installed from Debian only when the command is missing.
 APT_COMMANDS := npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages venv demo run start stop viewer test test-unit test-integration bench lint clean
+.PHONY: setup system-packages venv demo run start stop viewer test test-unit test-integration bench bench-pipelines lint clean
 
 setup: system-packages venv
 
@@ -73,6 +75,9 @@ test-integration: setup
 
 bench: setup
 	$(PY) bench/e2e.py --runs 3 --write docs/benchmarks.md
+
+bench-pipelines: setup
+	$(PY) bench/pipelines.py --runs 3 --write docs/benchmarks-pipelines.md
 
 lint: setup
 	$(VENV)/bin/ruff check node pipelines plugins tests bench

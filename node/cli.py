@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import requests
 
+from node.cli_pipelines import add_pipelines_command, add_worker_options
 from node.config import Settings, load_settings
 from node.errors import NodeError
 
@@ -60,9 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from node.cli_pipelines import apply_worker_options
     from node.worker import main as worker_main
 
-    settings = _settings(args)
+    settings = apply_worker_options(_settings(args), args)
     _logging(settings)
     worker_main(settings)
     return 0
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         command.set_defaults(handler=handler)
         if name == "demo":
             command.add_argument("--study", choices=["ct", "mr"], default="ct", help="sample study to send")
+        if name == "worker":
+            add_worker_options(command)
+    add_pipelines_command(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

@@ -72,14 +72,76 @@ class WorkerSettings(_Strict):
     pipelines: list[str] | None = None
 
 
-ResultKind = Literal["seg", "sr"]
+ResultKind = Literal["seg", "sr", "planar-sr", "secondary-capture"]
+
+
+def result_kinds_problem(kinds: list[ResultKind]) -> str | None:
+    """Why a list of result objects cannot be built, or None when it can."""
+    if not kinds:
+        return (
+            "results lists no result object; a job would store nothing "
+            "(choose from 'seg', 'sr', 'planar-sr', 'secondary-capture')"
+        )
+    if "sr" in kinds and "seg" not in kinds:
+        return "result 'sr' references the SEG's segments: list 'seg' too"
+    return None
+
+
+def _valid_result_kinds(kinds: list[ResultKind]) -> list[ResultKind]:
+    problem = result_kinds_problem(kinds)
+    if problem:
+        raise ValueError(problem)
+    return kinds
+
+
+#: where a pipeline runs: ``auto`` (CUDA when there is a GPU and the pipeline can use it),
+#: ``cpu``, ``cuda`` (the first GPU, or the worker's) or ``cuda:N``
+DeviceSetting = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")]
+#: a pipeline name as the registry accepts it (it appears in URLs, file names and job rows)
+PipelineName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+
+
+class TorchScriptModelSettings(_Strict):
+    """A TorchScript model registered as a pipeline, under ``models:`` (docs/pipelines.md)."""
+
+    type: Literal["torchscript"]
+    #: the pipeline's name; the descriptor's ``name`` must be the same
+    name: PipelineName
+    #: the YAML or JSON descriptor: segments, codes, colours, input, inference
+    descriptor: Path
+    #: the TorchScript file; default: the descriptor's ``model``, relative to the descriptor
+    weights: Path | None = None
+
+
+class MonaiBundleSettings(_Strict):
+    """A MONAI bundle folder registered as a pipeline, under ``models:`` (docs/pipelines.md)."""
+
+    type: Literal["monai-bundle"]
+    #: the pipeline's name; the descriptor's ``name`` must be the same
+    name: PipelineName
+    #: the bundle folder: configs/metadata.json, configs/inference.json (or .yaml), models/
+    path: Path
+    #: the node's descriptor of the bundle; default: ``PATH/configs/ai-node.yaml``
+    descriptor: Path | None = None
+    #: the weights; default: ``PATH/models/model.ts``, else ``PATH/models/model.pt``
+    weights: Path | None = None
+
+
+ModelSettings = Annotated[TorchScriptModelSettings | MonaiBundleSettings, Field(discriminator="type")]
 
 
 class PipelineSettings(_Strict):
     """Settings of one pipeline, under ``pipeline_settings: {NAME: {...}}``."""
 
+    #: the device it runs on; ``auto`` follows the worker (``worker_device``)
+    device: DeviceSetting = "auto"
+    #: automatic mixed precision on CUDA, for pipelines that allow it
+    amp: bool = True
+    #: a run that takes longer fails its job, and the worker restarts; ``null``: no limit
+    time_limit: timedelta | None = timedelta(minutes=30)
+
     #: result objects the node writes for this pipeline's jobs
-    results: list[ResultKind] = ["seg", "sr"]
+    results: Annotated[list[ResultKind], AfterValidator(_valid_result_kinds)] = ["seg", "sr", "planar-sr"]
 
 
 class Settings(_Strict):
@@ -93,6 +155,11 @@ class Settings(_Strict):
     worker: WorkerSettings = WorkerSettings()
     #: pipelines to enable by name (None: every registered pipeline)
     pipelines: list[str] | None = None
+    #: models registered from files rather than entry points (TorchScript, MONAI bundles)
+    models: list[ModelSettings] = []
+    #: device of this node's workers (auto, cpu, cuda, cuda:N); ``ai-node worker --device``
+    #: sets it for one worker, ``pipeline_settings.NAME.device`` for one pipeline
+    worker_device: DeviceSetting = "auto"
     #: per-pipeline settings by pipeline name; a pipeline not listed uses the defaults
     pipeline_settings: dict[str, PipelineSettings] = {}
     log_level: str = "INFO"

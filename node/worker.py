@@ -15,6 +15,7 @@ import socket
 import threading
 import traceback
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -25,7 +26,13 @@ from pydicom.dataset import Dataset
 from node.config import Settings
 from node.delivery import ThisOrthanc
 from node.errors import NodeError, PipelineError
-from node.execution import run_pipeline
+from node.execution import (
+    PipelineTimeoutError,
+    claimable_pipelines,
+    exit_worker,
+    run_pipeline,
+    runtime_resolver,
+)
 from node.imaging.series import build_volume, select_series
 from node.jobs.database import create_engine_for, migrate
 from node.jobs.errors import LeaseLostError
@@ -63,8 +70,10 @@ class Worker:
         migrate(url)
         self.store = JobStore(create_engine_for(url))
         self.orthanc = OrthancClient(settings.orthanc_url)
-        self.registry = PipelineRegistry.from_entry_points(enabled=settings.pipelines)
-        self.pipelines = WarmPipelines(self.registry)
+        self.registry = PipelineRegistry.from_settings(settings)
+        self.pipelines = WarmPipelines(self.registry, runtime=runtime_resolver(settings))
+        #: the pipelines whose jobs this worker claims (None: any); see claimable_pipelines
+        self.claims = claimable_pipelines(self.registry, settings)
         self.destination = ThisOrthanc(self.orthanc)
         self.device = DeviceInfo.for_node(device_serial_number=settings.orthanc.aet)
         self.stopping = threading.Event()
@@ -84,7 +93,7 @@ class Worker:
         job = self.store.claim(
             worker_id=self.worker_id,
             lease_seconds=self.settings.worker.lease.total_seconds(),
-            pipelines=self.settings.worker.pipelines,
+            pipelines=self.claims,
         )
         if job is None:
             return False
@@ -165,7 +174,16 @@ class Worker:
         with timer.stage("volume"):
             volume = build_volume(datasets)
         with timer.stage("pipeline"):
-            output = run_pipeline(pipeline, volume)
+            try:
+                output = run_pipeline(
+                    pipeline, volume, time_limit=self.settings.for_pipeline(pipeline.name).time_limit
+                )
+            except PipelineTimeoutError as error:
+                # The pipeline's thread cannot be stopped and still holds the model, the CPU or
+                # the GPU: record the failure, then end this process; the supervisor starts a
+                # fresh worker (docs/pipelines.md, "Failures and time limits").
+                self._fail(job, str(error), timer)
+                exit_worker()
         with timer.stage("measure"):
             measurements = measure_segments(volume, pipeline.segments, output)
         inputs = ResultInputs(
@@ -183,9 +201,14 @@ class Worker:
             timer=timer,
         )
         with timer.stage("validate"):
-            for obj in objects:
-                for warning in require_valid(obj.dataset, obj.kind).warnings:
-                    log.info("job %s: %s validator warning: %s", job.id, obj.kind, warning)
+            # One line per distinct warning: a secondary capture repeats the same one per slice.
+            warnings = Counter(
+                (obj.kind, warning)
+                for obj in objects
+                for warning in require_valid(obj.dataset, obj.kind).warnings
+            )
+            for (kind, warning), times in warnings.items():
+                log.info("job %s: %s validator warning (%d objects): %s", job.id, kind, times, warning)
         with timer.stage("store"):
             delivered = self.destination.send([obj.dataset for obj in objects])
         result: dict[str, Any] = {
@@ -203,11 +226,18 @@ class Worker:
             ],
         }
         for obj, where in zip(objects, delivered, strict=True):
-            result[obj.kind.lower()] = {
-                "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
-                "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
-                "orthanc_id": where.location,
-            }
+            # One entry per kind; a kind with one object per slice (secondary capture) names its
+            # first instance and counts them all.
+            entry = result.setdefault(
+                obj.kind.lower(),
+                {
+                    "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
+                    "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
+                    "orthanc_id": where.location,
+                    "instances": 0,
+                },
+            )
+            entry["instances"] += 1
         return result
 
     def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:

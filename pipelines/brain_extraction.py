@@ -20,8 +20,11 @@ REST API) does not load them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +33,7 @@ from node.errors import InputSeriesError, PipelineError
 from node.imaging.volume import Volume
 from pipelines.base import (
     Code,
+    DeviceKind,
     Measurement,
     Orientation,
     Pipeline,
@@ -66,6 +70,10 @@ class BrainExtraction(Pipeline):
         "convolutional networks; any slice orientation."
     )
     accepts = SeriesCriteria(modalities=frozenset({"MR"}), min_slices=20, orientation=Orientation.ANY)
+    # deepbet reorients the volume itself (closest canonical RAS), so it takes the series as is
+    devices = frozenset({DeviceKind.CPU, DeviceKind.CUDA})
+    #: deepbet's networks were validated in float32; mixed precision could move the mask
+    amp = False
     segments = (
         SegmentSpec(
             label=BRAIN_LABEL,
@@ -80,8 +88,13 @@ class BrainExtraction(Pipeline):
     def __init__(self) -> None:
         self._model: DeepBet | None = None
 
+    @classmethod
+    def model_checksum(cls) -> str | None:
+        """sha256 over deepbet's two TorchScript files (bbox_model.pt, then model.pt)."""
+        return _deepbet_checksum()
+
     def load(self) -> None:
-        """Load both deepbet networks, onto the GPU when CUDA is available."""
+        """Load both deepbet networks onto ``self.runtime.device``."""
         try:
             installed = metadata.version("deepbet")
         except metadata.PackageNotFoundError as exc:
@@ -104,7 +117,14 @@ class BrainExtraction(Pipeline):
                 message=r"`torch\.jit\.load` is deprecated",
                 category=DeprecationWarning,
             )
-            self._model = DeepBet(no_gpu=not torch.cuda.is_available())
+            # on the CPU first, then onto the runtime's device: deepbet itself only knows "the
+            # current CUDA device", not cuda:N
+            model = DeepBet(no_gpu=True)
+        if self.runtime.is_cuda:
+            device = torch.device(self.runtime.device)
+            model.model.to(device)
+            model.bbox_model.to(device)
+        self._model = model
 
     def run(self, volume: Volume) -> PipelineResult:
         if self._model is None:
@@ -137,3 +157,20 @@ class BrainExtraction(Pipeline):
                 f"deepbet returned a mask of shape {mask.shape} for a volume of shape {volume.shape}."
             )
         return PipelineResult(masks={BRAIN_LABEL: mask})
+
+
+@functools.cache
+def _deepbet_checksum() -> str | None:
+    """Found through the installed distribution's file list, without importing deepbet."""
+    try:
+        files = sorted(
+            (f for f in metadata.files("deepbet") or () if f.suffix == ".pt"), key=lambda f: f.name
+        )
+    except metadata.PackageNotFoundError:
+        return None
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(Path(file.locate()).read_bytes())
+    return f"sha256:{digest.hexdigest()}"

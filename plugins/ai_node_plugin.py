@@ -59,7 +59,7 @@ class _Plugin:
         url = self.settings.resolved_database_url
         migrate(url)
         self.store = JobStore(create_engine_for(url))
-        registry = PipelineRegistry.from_entry_points(enabled=self.settings.pipelines)
+        registry = PipelineRegistry.from_settings(self.settings)
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
         self.api = NodeApi(self.intake, self._health_extra)
         self.wake = threading.Event()

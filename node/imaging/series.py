@@ -366,6 +366,10 @@ class SeriesSummary:
     sop_class_uid: str | None
     series_description: str = ""
     series_number: int | None = None
+    #: Body Part Examined (0018,0015), upper case; None when absent
+    body_part: str | None = None
+    #: Slice Thickness (0018,0050) in mm; None when absent
+    slice_thickness_mm: float | None = None
 
     def label(self) -> str:
         """How messages name the series, e.g. ``series 1.2.3 (MR, 1 instance, number 4)``."""
@@ -423,6 +427,9 @@ def matches(summary: SeriesSummary, criteria: SeriesCriteria) -> list[str]:
             else:
                 if plane is not SlicePlane.AXIAL:
                     reasons.append(f"{plane.value}, not axial")
+    reasons += criteria.unmet_details(
+        body_part=summary.body_part, slice_thickness_mm=summary.slice_thickness_mm
+    )
     return reasons
 
 

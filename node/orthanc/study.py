@@ -40,6 +40,8 @@ def _summarize_series(get_json: GetJson, series_id: str) -> StudySeries | None:
         _floats(instance.get("MainDicomTags", {}).get("ImageOrientationPatient")) for instance in instances
     )
     metadata = get_json(f"/instances/{instance_ids[0]}/metadata?expand")
+    # Slice Thickness is not one of Orthanc's main DICOM tags: read it from one instance.
+    first_tags = get_json(f"/instances/{instance_ids[0]}/simplified-tags")
     summary = SeriesSummary(
         series_instance_uid=tags.get("SeriesInstanceUID", ""),
         modality=tags.get("Modality", ""),
@@ -48,6 +50,8 @@ def _summarize_series(get_json: GetJson, series_id: str) -> StudySeries | None:
         sop_class_uid=metadata.get("SopClassUid"),
         series_description=tags.get("SeriesDescription", ""),
         series_number=_int(tags.get("SeriesNumber")),
+        body_part=(tags.get("BodyPartExamined") or "").strip().upper() or None,
+        slice_thickness_mm=_float(first_tags.get("SliceThickness") or tags.get("SliceThickness")),
     )
     return StudySeries(orthanc_id=series_id, summary=summary, manufacturer=tags.get("Manufacturer", ""))
 
@@ -58,6 +62,13 @@ def _floats(value: Any) -> tuple[float, ...] | None:
     try:
         return tuple(float(part) for part in str(value).split("\\"))
     except ValueError:
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
         return None
 
 

@@ -1,28 +1,46 @@
 """Which result objects a job produces, built from one pipeline output.
 
-Today every job writes a DICOM SEG and a TID 1500 SR (volumetric groups referencing the SEG's
-segments). Each object gets its own new series; its UIDs come from ``uid(purpose)``, which
-the worker derives from the job so a re-run attempt writes the same objects.
+A pipeline's ``results`` setting (``pipeline_settings: {NAME: {results: [...]}}``) names them:
+
+- ``seg``: the DICOM SEG (``node.results.seg``);
+- ``sr``: the volumetric TID 1500 SR, one TID 1411 group per SEG segment (``node.results.sr``);
+  it references the SEG, so it needs ``seg``;
+- ``planar-sr``: the planar TID 1500 SR, one TID 1410 outline per segment on a source image
+  (``node.results.planar_sr``), the report OHIF 3.13 displays; it stands alone;
+- ``secondary-capture``: one RGB image per source slice with the segments burned in
+  (``node.results.secondary_capture``), for PACS that show no SEG; uncompressed RGB takes 3
+  bytes a pixel against a 16-bit source's 2, so it adds 1.5 times the series' size and is off
+  by default.
+
+Each object gets its own new series; its UIDs come from ``uid(purpose)``, which the worker
+derives from the job so a re-run attempt writes the same objects.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from node.config import ResultKind
+from node.config import ResultKind, result_kinds_problem
 from node.errors import ConfigurationError
 from node.imaging.volume import Volume
-from node.results.measure import SegmentMeasurements
-from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
+from node.results.measure import SegmentMeasurements, validated_masks
+from node.results.planar_sr import build_planar_measurement_report, has_outline
+from node.results.secondary_capture import build_secondary_captures
+from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation, segment_tracking_uid
 from node.results.sr import build_measurement_report
 from node.timing import StageTimer
 from pipelines.base import Pipeline, PipelineResult
 
+log = logging.getLogger(__name__)
+
 SEG_SERIES_NUMBER = 9901
 SR_SERIES_NUMBER = 9902
+PLANAR_SR_SERIES_NUMBER = 9903
+SC_SERIES_NUMBER = 9904
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,9 +57,20 @@ class ResultInputs:
 
 @dataclass(frozen=True, eq=False)
 class ResultObject:
-    #: short name used in job results and messages: "SEG", "SR"
+    #: short name used in job results and messages, the result kind in upper case: "SEG",
+    #: "SR", "PLANAR-SR", "SECONDARY-CAPTURE" (one object per image of that series)
     kind: str
     dataset: Dataset
+
+
+def check_result_kinds(kinds: Sequence[ResultKind]) -> None:
+    """Raise :class:`~node.errors.ConfigurationError` for a combination that cannot be built.
+
+    Settings files are checked when they load; this catches callers that pass kinds directly.
+    """
+    problem = result_kinds_problem(list(kinds))
+    if problem:
+        raise ConfigurationError(problem)
 
 
 def build_result_objects(
@@ -51,37 +80,86 @@ def build_result_objects(
     uid: Callable[[str], str],
     timer: StageTimer,
 ) -> list[ResultObject]:
-    """The result objects named in ``kinds``, in that order of dependency (SR references SEG)."""
+    """The result objects named in ``kinds``: SEG, SR (references SEG), planar SR, SC images.
+
+    A planar SR is left out when every segment is empty: it would have no outline to hold, and
+    TID 1500 needs at least one group. The zero volumes are in the volumetric SR.
+    """
+    check_result_kinds(kinds)
     wanted = set(kinds)
-    if "sr" in wanted and "seg" not in wanted:
-        raise ConfigurationError("result 'sr' references the SEG's segments: list 'seg' too")
-    algorithm = AlgorithmInfo.from_pipeline(inputs.pipeline)
-    with timer.stage("seg"):
-        seg = build_segmentation(
-            source_images=inputs.source_images,
-            volume=inputs.volume,
-            segments=inputs.pipeline.segments,
-            result=inputs.output,
-            algorithm=algorithm,
-            device=inputs.device,
-            series_instance_uid=uid("seg-series"),
-            sop_instance_uid=uid("seg-instance"),
-            series_number=SEG_SERIES_NUMBER,
-        )
-    objects = [ResultObject("SEG", seg)]
-    if "sr" in wanted:
-        with timer.stage("sr"):
-            sr = build_measurement_report(
+    pipeline = inputs.pipeline
+    algorithm = AlgorithmInfo.from_pipeline(pipeline)
+    masks = validated_masks(inputs.volume, pipeline.segments, inputs.output)
+    seg_instance_uid = uid("seg-instance")
+    objects: list[ResultObject] = []
+    if "seg" in wanted:
+        with timer.stage("seg"):
+            seg = build_segmentation(
                 source_images=inputs.source_images,
                 volume=inputs.volume,
-                segmentation=seg,
-                segments=inputs.pipeline.segments,
+                segments=pipeline.segments,
+                result=inputs.output,
+                algorithm=algorithm,
+                device=inputs.device,
+                series_instance_uid=uid("seg-series"),
+                sop_instance_uid=seg_instance_uid,
+                series_number=SEG_SERIES_NUMBER,
+            )
+        objects.append(ResultObject("SEG", seg))
+        if "sr" in wanted:
+            with timer.stage("sr"):
+                sr = build_measurement_report(
+                    source_images=inputs.source_images,
+                    volume=inputs.volume,
+                    segmentation=seg,
+                    segments=pipeline.segments,
+                    measurements=inputs.measurements,
+                    algorithm=algorithm,
+                    device=inputs.device,
+                    series_instance_uid=uid("sr-series"),
+                    sop_instance_uid=uid("sr-instance"),
+                    series_number=SR_SERIES_NUMBER,
+                )
+            objects.append(ResultObject("SR", sr))
+    if "planar-sr" in wanted:
+        if has_outline(masks):
+            with timer.stage("planar-sr"):
+                planar = build_planar_measurement_report(
+                    source_images=inputs.source_images,
+                    volume=inputs.volume,
+                    segments=pipeline.segments,
+                    masks=masks,
+                    measurements=inputs.measurements,
+                    # The SEG's tracking UIDs, derived from its UID even when no SEG is
+                    # written, so every object names a segment's finding the same way.
+                    tracking_uids=[
+                        segment_tracking_uid(seg_instance_uid, number)
+                        for number in range(1, len(pipeline.segments) + 1)
+                    ],
+                    algorithm=algorithm,
+                    device=inputs.device,
+                    series_instance_uid=uid("planar-sr-series"),
+                    sop_instance_uid=uid("planar-sr-instance"),
+                    series_number=PLANAR_SR_SERIES_NUMBER,
+                )
+            objects.append(ResultObject("PLANAR-SR", planar))
+        else:
+            log.info(
+                "no planar SR for %s: every segment is empty, there is nothing to outline", pipeline.name
+            )
+    if "secondary-capture" in wanted:
+        with timer.stage("secondary-capture"):
+            captures = build_secondary_captures(
+                source_images=inputs.source_images,
+                volume=inputs.volume,
+                segments=pipeline.segments,
+                masks=masks,
                 measurements=inputs.measurements,
                 algorithm=algorithm,
                 device=inputs.device,
-                series_instance_uid=uid("sr-series"),
-                sop_instance_uid=uid("sr-instance"),
-                series_number=SR_SERIES_NUMBER,
+                series_instance_uid=uid("sc-series"),
+                sop_instance_uids=[uid(f"sc-instance-{k}") for k in range(inputs.volume.shape[0])],
+                series_number=SC_SERIES_NUMBER,
             )
-        objects.append(ResultObject("SR", sr))
+        objects.extend(ResultObject("SECONDARY-CAPTURE", image) for image in captures)
     return objects

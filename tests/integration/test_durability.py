@@ -21,11 +21,15 @@ def _study_uid(folder: Path) -> str:
 
 
 def _result_modalities(node: RunningNode, study_uid: str) -> list[str]:
+    """Modalities of the node's result series: one SEG and two SRs (volumetric and planar)."""
     return sorted(
         s["MainDicomTags"]["Modality"]
         for s in node.study_series(study_uid)
         if s["MainDicomTags"].get("Modality") in ("SEG", "SR")
     )
+
+
+RESULTS = ["SEG", "SR", "SR"]
 
 
 def test_study_that_arrived_before_a_stop_is_processed_after_restart(node_in, ct_sample, new_study) -> None:
@@ -38,7 +42,7 @@ def test_study_that_arrived_before_a_stop_is_processed_after_restart(node_in, ct
     node.start()
     jobs = node.wait_for_jobs(uid)
     assert [(job["status"], job["trigger"]) for job in jobs] == [("done", "replay")], jobs
-    assert _result_modalities(node, uid) == ["SEG", "SR"]
+    assert _result_modalities(node, uid) == RESULTS
 
 
 def _mixed_orientation_copy(source: Path, target: Path) -> Path:
@@ -86,4 +90,4 @@ def test_job_of_a_killed_worker_is_claimed_again_and_completes_once(node_in, ct_
     (job,) = node.wait_for_jobs(uid)
     assert job["status"] == "done"
     assert job["attempts"] == 2
-    assert _result_modalities(node, uid) == ["SEG", "SR"]
+    assert _result_modalities(node, uid) == RESULTS

@@ -24,10 +24,13 @@ def _study_uid(folder: Path) -> str:
 
 
 def _results(node: RunningNode, study_uid: str, tmp_path: Path) -> dict[str, list[Path]]:
-    """Download the study's SEG and SR instances; keyed by modality."""
-    found: dict[str, list[Path]] = {"SEG": [], "SR": []}
+    """Download the study's result instances: SEG, SR (volumetric) and PLANAR-SR."""
+    found: dict[str, list[Path]] = {"SEG": [], "SR": [], "PLANAR-SR": []}
     for series in node.study_series(study_uid):
-        modality = series["MainDicomTags"].get("Modality")
+        tags = series["MainDicomTags"]
+        modality = tags.get("Modality")
+        if modality == "SR" and tags.get("SeriesDescription", "").startswith("AI ROI"):
+            modality = "PLANAR-SR"
         if modality not in found:
             continue
         for instance_id in series["Instances"]:
@@ -60,7 +63,7 @@ def test_ct_job_is_done_by_the_ct_pipeline(ct_processed) -> None:
 def test_ct_study_holds_exactly_one_seg_and_one_sr_from_the_node(shared_node, ct_processed, tmp_path) -> None:
     _, uid, jobs = ct_processed
     results = _results(shared_node, uid, tmp_path)
-    assert len(results["SEG"]) == 1 and len(results["SR"]) == 1
+    assert {kind: len(paths) for kind, paths in results.items()} == {"SEG": 1, "SR": 1, "PLANAR-SR": 1}
     seg = pydicom.dcmread(results["SEG"][0])
     sr = pydicom.dcmread(results["SR"][0])
     assert seg.SOPInstanceUID == jobs[0]["result"]["seg"]["sop_instance_uid"]
@@ -71,7 +74,7 @@ def test_ct_study_holds_exactly_one_seg_and_one_sr_from_the_node(shared_node, ct
 def test_ct_results_pass_dciodvfy(shared_node, ct_processed, tmp_path) -> None:
     _, uid, _ = ct_processed
     results = _results(shared_node, uid, tmp_path)
-    for path in results["SEG"] + results["SR"]:
+    for path in results["SEG"] + results["SR"] + results["PLANAR-SR"]:
         report = validate_file(path)
         assert report.errors == (), f"{path.name}: {report.errors}"
 
@@ -118,7 +121,7 @@ def test_t1_mr_gets_a_plausible_brain_mask_on_the_mr_instances(
     # own ch2bet mask is 1737 mL (docs/pipelines.md).
     assert 1600 < brain["volume_ml"] < 2200
     results = _results(shared_node, uid, tmp_path)
-    assert len(results["SEG"]) == 1 and len(results["SR"]) == 1
+    assert {kind: len(paths) for kind, paths in results.items()} == {"SEG": 1, "SR": 1, "PLANAR-SR": 1}
     mr_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in study.iterdir()}
     seg = pydicom.dcmread(results["SEG"][0])
     referenced = {

@@ -61,3 +61,15 @@ def test_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
     (tmp_path / "node.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigurationError, match="must hold a mapping"):
         load_settings(tmp_path / "node.yaml")
+
+
+def test_sr_without_seg_is_refused_when_the_file_loads(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("pipeline_settings: {ct-tissue: {results: [sr]}}\n")
+    with pytest.raises(ConfigurationError, match="references the SEG's segments: list 'seg' too"):
+        load_settings(tmp_path / "node.yaml")
+
+
+def test_unknown_result_kind_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("pipeline_settings: {ct-tissue: {results: [seg, pdf]}}\n")
+    with pytest.raises(ConfigurationError, match="results"):
+        load_settings(tmp_path / "node.yaml")

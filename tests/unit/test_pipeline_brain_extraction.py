@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from node.errors import InputSeriesError, PipelineError
+from node.execution import run_pipeline
 from node.imaging.volume import Volume
 from pipelines.brain_extraction import BrainExtraction
 from pipelines.registry import PipelineRegistry, WarmPipelines
@@ -178,3 +179,8 @@ def test_blank_volume_is_refused(pipeline, ch2):
 def test_run_before_load_is_an_error(ch2):
     with pytest.raises(PipelineError, match="before load"):
         BrainExtraction().run(ch2)
+
+
+def test_through_run_pipeline_the_mask_is_the_one_run_gives(pipeline, ch2, brain):
+    """The node's way of running it (thread, deadline, inference mode, checks) changes nothing."""
+    assert np.array_equal(run_pipeline(pipeline, ch2, time_limit=300).masks["Brain"], brain)

@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from node.errors import InputSeriesError
+from node.execution import run_pipeline
 from node.imaging.volume import Volume
 from pipelines.ct_tissue import CtTissueSegmentation
 from tests.requirements import require_or_skip
@@ -231,3 +232,14 @@ def test_real_ct_runs_in_well_under_a_few_seconds(cranium):
     *_, seconds, _ = cranium
 
     assert seconds < 5  # measured 0.5 s on 2 CPU cores
+
+
+def test_through_run_pipeline_the_masks_are_the_ones_run_gives(cranium):
+    """The node's way of running it (thread, deadline, checks) changes nothing."""
+    volume, masks, *_ = cranium
+
+    through_node = run_pipeline(CtTissueSegmentation(), volume, time_limit=300).masks
+
+    assert through_node.keys() == masks.keys()
+    for label, mask in masks.items():
+        assert np.array_equal(through_node[label], mask)

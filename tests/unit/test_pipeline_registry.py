@@ -170,7 +170,12 @@ def test_description_is_json_with_codes_colours_and_measurements():
         "modalities": ["CT"],
         "min_slices": 10,
         "orientation": "axial",
+        "body_parts": [],
+        "slice_thickness_mm": None,
     }
+    assert described["input"] == {"orientation": None, "spacing": None, "intensity": None}
+    assert described["devices"] == ["cpu"]
+    assert described["model_checksum"] is None
     assert described["segments"][1] == {
         "label": "Bone",
         "category": {"value": "85756007", "scheme": "SCT", "meaning": "Tissue"},
@@ -197,7 +202,7 @@ def test_warm_pipelines_load_a_pipeline_once():
 def test_warm_pipelines_report_a_failed_load_and_keep_nothing():
     warm = WarmPipelines(PipelineRegistry([FailsToLoad]))
 
-    with pytest.raises(PipelineError, match="'fails-to-load' 0.1.0 failed to load: OSError"):
+    with pytest.raises(PipelineError, match="'fails-to-load' 0.1.0 failed to load on cpu: OSError"):
         warm.get("fails-to-load")
     assert not warm.is_warm("fails-to-load")
 
