@@ -119,6 +119,7 @@ def build_result_objects(
                     series_instance_uid=uid("sr-series"),
                     sop_instance_uid=uid("sr-instance"),
                     series_number=SR_SERIES_NUMBER,
+                    pipeline_result=inputs.output,
                 )
             objects.append(ResultObject("SR", sr))
     if "planar-sr" in wanted:

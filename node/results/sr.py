@@ -24,7 +24,7 @@ from node.results.seg import (
     coded_concept,
     order_source_images,
 )
-from pipelines.base import Measurement, SegmentSpec
+from pipelines.base import Finding, Measurement, PipelineResult, SegmentSpec
 
 #: Series Number (0020,0011) of a new SR series unless the caller chooses another.
 DEFAULT_SR_SERIES_NUMBER = 902
@@ -74,8 +74,13 @@ def build_measurement_report(
     series_instance_uid: str,
     sop_instance_uid: str,
     series_number: int = DEFAULT_SR_SERIES_NUMBER,
+    pipeline_result: PipelineResult | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Return a Comprehensive 3D SR with a TID 1500 Measurement Report of ``measurements``.
+
+    ``pipeline_result`` adds what the pipeline measured and concluded itself: its quantities
+    (TID 300) and findings (Qualitative Evaluations) go into the group of their segment;
+    findings about the whole study go into one TID 1501 group of their own.
 
     Each segment becomes one TID 1411 group: the Tracking Identifier and Tracking UID of its
     SEG segment (TID 4108), finding type and category from the :class:`SegmentSpec`, a
@@ -94,7 +99,9 @@ def build_measurement_report(
         version=algorithm.version,
         family=codes.cid7162.ArtificialIntelligence,
     )
-    groups = [
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+    ] = [
         _volumetric_group(
             spec=spec,
             measured=measured,
@@ -102,9 +109,22 @@ def build_measurement_report(
             volume=volume,
             algorithm_id=algorithm_id,
             sr_sop_instance_uid=sop_instance_uid,
+            pipeline_result=pipeline_result,
         )
         for spec, measured in zip(segments, measurements, strict=True)
     ]
+    study_findings = [f for f in (pipeline_result.findings if pipeline_result else ()) if f.segment is None]
+    if study_findings:
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=generate_uid(entropy_srcs=[sop_instance_uid, "study-findings"]),
+                    identifier="Study findings",
+                ),
+                algorithm_id=algorithm_id,
+                qualitative_evaluations=[_qualitative(f) for f in study_findings],
+            )
+        )
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(device),
         procedure_reported=PROCEDURE_BY_MODALITY.get(volume.modality, IMAGING_PROCEDURE),
@@ -156,6 +176,7 @@ def _volumetric_group(
     volume: Volume,
     algorithm_id: hd.sr.AlgorithmIdentification,
     sr_sop_instance_uid: str,
+    pipeline_result: PipelineResult | None,
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     number = measured.segment_number
     segment_item = segmentation.SegmentSequence[number - 1]
@@ -178,8 +199,38 @@ def _volumetric_group(
         finding_type=coded_concept(spec.type),
         finding_category=coded_concept(spec.category),
         algorithm_id=algorithm_id,
-        measurements=_measurements(spec, measured, volume.modality, algorithm_id),
+        measurements=[
+            *_measurements(spec, measured, volume.modality, algorithm_id),
+            *_pipeline_quantities(spec, pipeline_result, algorithm_id),
+        ],
+        qualitative_evaluations=[
+            _qualitative(finding)
+            for finding in (pipeline_result.findings if pipeline_result else ())
+            if finding.segment == spec.label
+        ]
+        or None,
     )
+
+
+def _pipeline_quantities(
+    spec: SegmentSpec, pipeline_result: PipelineResult | None, algorithm_id: hd.sr.AlgorithmIdentification
+) -> list[hd.sr.Measurement]:
+    """TID 300 items for the numbers the pipeline reported for this segment."""
+    if pipeline_result is None:
+        return []
+    return [
+        hd.sr.Measurement(
+            name=coded_concept(quantity.name),
+            value=quantity.value,
+            unit=coded_concept(quantity.unit),
+            algorithm_id=algorithm_id,
+        )
+        for quantity in pipeline_result.measurements.get(spec.label, ())
+    ]
+
+
+def _qualitative(finding: Finding) -> hd.sr.QualitativeEvaluation:
+    return hd.sr.QualitativeEvaluation(name=coded_concept(finding.name), value=coded_concept(finding.value))
 
 
 def _measurements(

@@ -23,7 +23,7 @@ from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
 from node.results.sr import build_measurement_report
 from node.results.validate import require_valid
-from pipelines.base import Code, Measurement, PipelineResult, SegmentSpec
+from pipelines.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
 from tests.factories import make_series
 
 TISSUE = Code("85756007", "SCT", "Tissue")
@@ -312,3 +312,56 @@ def test_mean_intensity_of_unknown_modality_is_rejected() -> None:
 
     with pytest.raises(PipelineError, match="no DICOM concept and unit for the intensity of modality 'PT'"):
         _build(case)
+
+
+def test_pipeline_quantities_and_findings_are_written_into_their_groups(tmp_path: Path) -> None:
+    case = _case()
+    length = Code("410668003", "SCT", "Length")
+    millimeter = Code("mm", "UCUM", "millimeter")
+    present = Code("52101004", "SCT", "Present")
+    lesion = Code("52988006", "SCT", "Lesion")
+    result = PipelineResult(
+        measurements={"fat": (Quantity(name=length, value=12.5, unit=millimeter),)},
+        findings=(
+            Finding(name=lesion, value=present, segment="muscle"),
+            Finding(name=lesion, value=present),
+        ),
+    )
+    sr = build_measurement_report(
+        source_images=case.datasets,
+        volume=case.volume,
+        segmentation=case.segmentation,
+        segments=SEGMENTS,
+        measurements=case.measurements,
+        algorithm=ALGORITHM,
+        device=DEVICE,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        pipeline_result=result,
+    )
+
+    path, read = _write_and_read(sr, tmp_path)
+    report = _report(read)
+    fat, muscle, bone = report.get_volumetric_roi_measurement_groups()
+    (fat_length,) = [m for m in fat.get_measurements() if m.name.value == length.value]
+    assert fat_length.value == pytest.approx(12.5) and fat_length.unit.value == "mm"
+
+    def lesions(group) -> list[str]:
+        return [q.value.value for q in group.get_qualitative_evaluations() if q.name.value == lesion.value]
+
+    assert lesions(muscle) == [present.value]
+    assert lesions(bone) == []
+    assert require_valid(read, "SR").errors == ()
+    # one in the muscle group, one in the TID 1501 group of study-level findings
+    assert len(_items(read, lesion.value)) == 2
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "tid1500reader"),
+            "--inputDICOM",
+            str(path),
+            "--outputMetadata",
+            str(tmp_path / "sr.json"),
+        ],
+        check=True,
+        capture_output=True,
+    )
