@@ -36,6 +36,10 @@ class ResultValidationError(NodeError):
     """A result object the node built failed DICOM validation."""
 
 
+class InvalidRuleError(NodeError):
+    """A routing rule, its condition or a rules file is invalid; the message says where and why."""
+
+
 class DeliveryError(NodeError):
     """A result could not be stored in Orthanc or sent to a destination."""
 
