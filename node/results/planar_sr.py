@@ -181,10 +181,7 @@ def build_planar_measurement_report(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
-        manufacturer=device.manufacturer,
-        manufacturer_model_name=device.model_name,
-        software_versions=device.software_version,
-        device_serial_number=device.device_serial_number,
+        **device.equipment(),
         series_description=f"AI ROI {algorithm.name}"[:64],
         # As the volumetric report: complete, not verified by a person, not final.
         is_complete=True,

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import highdicom as hd
 import numpy as np
@@ -39,6 +40,13 @@ _ST_MAX = 1024
 _CS_MAX = 16
 
 
+class Equipment(TypedDict):
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """The equipment that creates an object: the node (PS3.3 C.7.5.1 General Equipment)."""
@@ -60,6 +68,15 @@ class DeviceInfo:
             ("DeviceSerialNumber", self.device_serial_number),
         ):
             _check_lo(keyword, value, ConfigurationError)
+
+    def equipment(self) -> Equipment:
+        """The General Equipment attributes (PS3.3 C.7.5.1) as highdicom's keyword arguments."""
+        return Equipment(
+            manufacturer=self.manufacturer,
+            manufacturer_model_name=self.model_name,
+            software_versions=self.software_version,
+            device_serial_number=self.device_serial_number,
+        )
 
     @classmethod
     def for_node(cls, *, device_serial_number: str, model_name: str = "ai-node") -> DeviceInfo:
@@ -145,10 +162,7 @@ def build_segmentation(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
-        manufacturer=device.manufacturer,
-        manufacturer_model_name=device.model_name,
-        software_versions=device.software_version,
-        device_serial_number=device.device_serial_number,
+        **device.equipment(),
         content_label=content_label(algorithm.name),
         content_description=_truncate(f"{algorithm.name} {algorithm.version}", _LO_MAX),
         content_creator_name=CONTENT_CREATOR_NAME,

@@ -138,10 +138,7 @@ def build_measurement_report(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
-        manufacturer=device.manufacturer,
-        manufacturer_model_name=device.model_name,
-        software_versions=device.software_version,
-        device_serial_number=device.device_serial_number,
+        **device.equipment(),
         series_description=f"AI SR {algorithm.name}"[:64],
         # Every measurement the pipeline asked for is in the report (Completion Flag), but no
         # person has verified it, and an automatic result is not the definitive report
