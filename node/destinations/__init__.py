@@ -1,0 +1,25 @@
+"""Where results go: this Orthanc, a DICOM node (C-STORE) or a DICOMweb server (STOW-RS).
+
+See ../../shared/STYLE.md, rule 13: one small base class, one discriminated config type each.
+"""
+
+from node.destinations.base import Delivered, Destination, TestOutcome, from_config
+from node.destinations.config import (
+    DeliveryRetrySettings,
+    DestinationConfig,
+    DicomConfig,
+    DicomWebConfig,
+    ThisOrthancConfig,
+)
+
+__all__ = [
+    "Delivered",
+    "DeliveryRetrySettings",
+    "Destination",
+    "DestinationConfig",
+    "DicomConfig",
+    "DicomWebConfig",
+    "TestOutcome",
+    "ThisOrthancConfig",
+    "from_config",
+]
