@@ -19,3 +19,15 @@ class LeaseLostError(NodeError):
 
 class DatabaseSchemaError(NodeError):
     """The job database's schema cannot be brought to the version this node expects."""
+
+
+class DeliveryNotFoundError(NodeError):
+    """No delivery has the requested id."""
+
+
+class DeliveryStateError(NodeError):
+    """The delivery is not in a state that allows the requested action (e.g. retry a pending one)."""
+
+
+class ConfigNotFoundError(NodeError):
+    """No rule or destination has the requested name."""

@@ -1,4 +1,5 @@
-"""Tables of the job database: the job queue itself and the node's small key/value state.
+"""Tables of the job database: the job queue, the node's small key/value state, the routing
+rules and destinations, the deliveries of results to destinations, and the audit trail.
 
 These models are the schema's single source of truth for Alembic's drift check
 (``tests/unit/test_migrations.py``); the migrations in ``node/jobs/migrations/versions`` are
@@ -48,6 +49,21 @@ class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where the delivery of one job's results to one destination is.
+
+    ``pending`` → ``sending`` → ``delivered``; a failed attempt goes back to ``pending`` (due
+    again after a backoff) until ``max_attempts`` is used up, then to ``failed``, where it stays
+    until someone retries it. A ``sending`` delivery whose lease expired (its worker died) is
+    claimed again.
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
     FAILED = "failed"
 
 
@@ -157,3 +173,101 @@ class NodeStateRow(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RuleRow(Base):
+    """A routing rule, stored as the document :class:`node.rules.model.Rule` dumps."""
+
+    __tablename__ = "rules"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DestinationRow(Base):
+    """A destination of results (Orthanc, DICOM C-STORE peer, DICOMweb server).
+
+    ``document`` holds the whole configuration *including its secrets, stored as given*
+    (passwords, tokens): the database must be protected like the node's configuration file, and
+    the API layer must never return them (the audit trail stores them masked).
+    """
+
+    __tablename__ = "destinations"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DeliveryRow(Base):
+    """The delivery of one job's results to one destination: its own step, retried on its own.
+
+    ``destination`` is the destination's name, not a foreign key: a delivery keeps its history
+    when the destination is renamed or deleted.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "destination", name="uq_deliveries_job_id_destination"),
+        # the claim's scan: due deliveries, earliest first, whatever their destination
+        Index("ix_deliveries_claim", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(64))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(
+            DeliveryStatus,
+            name="delivery_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda statuses: [status.value for status in statuses],
+        )
+    )
+    #: how often a worker has claimed the delivery (a claim after an expired lease counts again)
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    #: when a pending delivery is due (creation time, then after each failure the backoff)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: why the last attempt failed, as a sentence a PACS administrator can act on
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditRow(Base):
+    """One change of a rule, destination or setting, or one manual action: who, when, what.
+
+    ``before`` and ``after`` are the documents before and after the change (``None`` for a
+    creation, a deletion or an action without a previous state), secrets masked.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_subject", "subject_type", "subject_name"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_name: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import builtins
 import copy
 import enum
-import json
 import logging
 import math
 import numbers
@@ -29,13 +28,12 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NoReturn, cast
 
 from sqlalchemy import (
     Connection,
-    DateTime,
     Engine,
     Row,
     Table,
@@ -48,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
+from node.jobs.common import MAX_LIST_LIMIT, database_now, json_object, lease_duration, require_text, to_iso
 from node.jobs.database import WRITE, create_engine_for
 from node.jobs.errors import JobNotFoundError, JobStateError, LeaseLostError
 from node.jobs.models import JobRow, JobStatus, NodeStateRow
@@ -58,7 +57,6 @@ JOBS = cast(Table, JobRow.__table__)
 STATE = cast(Table, NodeStateRow.__table__)
 
 DEFAULT_MAX_ATTEMPTS = 3
-MAX_LIST_LIMIT = 1000
 #: PS3.5 §9.1: a UID has at most 64 characters
 MAX_UID_LENGTH = 64
 #: tries of a re-run that keeps losing the race for its generation number to another re-run
@@ -162,11 +160,11 @@ class Job:
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "lease_owner": self.lease_owner,
-            "lease_expires_at": _iso(self.lease_expires_at),
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "lease_expires_at": to_iso(self.lease_expires_at),
+            "created_at": to_iso(self.created_at),
+            "updated_at": to_iso(self.updated_at),
+            "started_at": to_iso(self.started_at),
+            "finished_at": to_iso(self.finished_at),
             "error": self.error,
             "stage_timings": dict(self.stage_timings),
             "result": None if self.result is None else copy.deepcopy(dict(self.result)),
@@ -348,8 +346,8 @@ class JobStore:
         lease of ``lease_seconds`` and one more attempt. Expired jobs without attempts left are
         failed first (see :meth:`reap_expired`).
         """
-        _require_text("worker_id", worker_id, 200)
-        lease = _lease(lease_seconds)
+        require_text("worker_id", worker_id, 200)
+        lease = lease_duration(lease_seconds)
         names: builtins.list[str] | None = None
         if pipelines is not None:
             if isinstance(pipelines, str):
@@ -407,7 +405,7 @@ class JobStore:
 
     def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a job ``worker_id`` holds; ``False`` if it no longer holds it."""
-        lease = _lease(lease_seconds)
+        lease = lease_duration(lease_seconds)
         with self._write() as connection:
             now = self._now(connection)
             result = connection.execute(
@@ -435,7 +433,7 @@ class JobStore:
         """
         values = {
             "status": JobStatus.DONE,
-            "result": _json_object("result", result),
+            "result": json_object("result", result),
             "stage_timings": _timings(stage_timings),
             "error": None,
         }
@@ -453,7 +451,7 @@ class JobStore:
 
         Raises :class:`LeaseLostError` if the worker no longer holds the job.
         """
-        _require_text("error", error)
+        require_text("error", error)
         values = {
             "status": JobStatus.FAILED,
             "error": error,
@@ -513,7 +511,7 @@ class JobStore:
 
     def set_state(self, key: str, value: str) -> None:
         """Set (insert or replace) a value of the node's persistent state."""
-        _require_text("key", key, 200)
+        require_text("key", key, 200)
         if not isinstance(value, str):
             raise TypeError(f"state value for {key!r} must be a string, not {type(value).__name__}")
         with self._write() as connection:
@@ -572,17 +570,7 @@ class JobStore:
             yield connection
 
     def _now(self, connection: Connection) -> datetime:
-        if self._clock is not None:
-            now = self._clock()
-            if now.tzinfo is None or now.utcoffset() is None:
-                raise ValueError(f"the clock returned {now.isoformat()} without a time zone")
-            return now.astimezone(UTC)
-        if self._postgresql:
-            server_now = connection.execute(
-                select(func.clock_timestamp(type_=DateTime(timezone=True)))
-            ).scalar_one()
-            return cast(datetime, server_now).astimezone(UTC)
-        return datetime.now(UTC)
+        return database_now(connection, self._clock)
 
     def _stamps(self, now: datetime, *, generation: int, rerun_of: int | None) -> dict[str, Any]:
         return {
@@ -698,17 +686,6 @@ def _log_reaped(jobs: builtins.list[Job]) -> None:
         )
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _require_text(name: str, value: object, max_length: int | None = None) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} is {value!r}; it must be a non-empty string")
-    if max_length is not None and len(value) > max_length:
-        raise ValueError(f"{name} {value!r} is {len(value)} characters; at most {max_length} fit")
-
-
 def _new_job_values(
     *,
     orthanc_study_id: str,
@@ -718,15 +695,15 @@ def _new_job_values(
     trigger: JobTrigger,
     priority: int,
 ) -> dict[str, Any]:
-    _require_text("orthanc_study_id", orthanc_study_id, 64)
-    _require_text("study_instance_uid", study_instance_uid)
+    require_text("orthanc_study_id", orthanc_study_id, 64)
+    require_text("study_instance_uid", study_instance_uid)
     if len(study_instance_uid) > MAX_UID_LENGTH:
         raise ValueError(
             f"StudyInstanceUID {study_instance_uid!r} is {len(study_instance_uid)} characters; "
             f"PS3.5 allows {MAX_UID_LENGTH}"
         )
-    _require_text("pipeline_name", pipeline_name, 100)
-    _require_text("pipeline_version", pipeline_version, 64)
+    require_text("pipeline_name", pipeline_name, 100)
+    require_text("pipeline_version", pipeline_version, 64)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"priority is {priority!r}; it must be an integer")
     return {
@@ -755,16 +732,6 @@ def _status(value: JobStatus | str) -> JobStatus:
         raise ValueError(f"job status {value!r} is not one of {allowed}") from error
 
 
-def _lease(lease_seconds: float) -> timedelta:
-    if (
-        isinstance(lease_seconds, bool)
-        or not isinstance(lease_seconds, numbers.Real)
-        or not lease_seconds > 0
-    ):
-        raise ValueError(f"lease_seconds is {lease_seconds!r}; it must be a positive number")
-    return timedelta(seconds=float(lease_seconds))
-
-
 def _timings(stage_timings: Mapping[str, float]) -> dict[str, float]:
     if not isinstance(stage_timings, Mapping):
         raise TypeError(f"stage_timings must map stage names to seconds, not be {stage_timings!r}")
@@ -779,13 +746,3 @@ def _timings(stage_timings: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"stage timing {stage!r}: {seconds!r} is not a stage name with seconds")
         timings[stage] = float(seconds)
     return timings
-
-
-def _json_object(name: str, value: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a mapping, not {type(value).__name__}")
-    try:
-        # a copy that is plain JSON, checked here rather than half-way through the UPDATE
-        return cast(dict[str, Any], json.loads(json.dumps(dict(value), allow_nan=False)))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} cannot be stored as JSON: {error}") from error

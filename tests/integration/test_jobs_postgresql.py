@@ -1,5 +1,5 @@
 """The job queue on a real PostgreSQL server: the FOR UPDATE SKIP LOCKED claim, leases on the
-server's clock, the advisory-locked migration and the drift check."""
+server's clock, the advisory-locked migration and the drift check; the deliveries' claim."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from node.jobs import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
 from node.jobs.database import alembic_config
+from node.jobs.deliveries import DeliveryStore
 from node.jobs.models import Base
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
 from tests.requirements import skip_or_fail
@@ -250,4 +251,42 @@ def test_set_state_replaces_the_previous_value(database_url: str) -> None:
     store.set_state("orthanc.last_change_seq", "41")
     store.set_state("orthanc.last_change_seq", "42")
     assert store.get_state("orthanc.last_change_seq") == "42"
+    store.close()
+
+
+def test_threads_claiming_deliveries_at_once_get_each_exactly_once(database_url: str) -> None:
+    store = JobStore(database_url)
+    deliveries = DeliveryStore(store.engine)
+    expected = {
+        delivery.id
+        for n in range(10)
+        for delivery in deliveries.create_for_job(enqueue(store, f"1.2.{n}").id, ["a", "b", "c"], 3)
+    }
+    barrier = threading.Barrier(6)
+
+    def claim_all(worker: int) -> list[int]:
+        barrier.wait()
+        claimed = []
+        while (delivery := deliveries.claim_due(f"thread-{worker}", LEASE)) is not None:
+            claimed.append(delivery.id)
+            time.sleep(0.002)  # some work, so that the other threads claim in between
+            deliveries.delivered(delivery.id, f"thread-{worker}")
+        return claimed
+
+    with ThreadPoolExecutor(6) as pool:
+        claimed = [delivery_id for ids in pool.map(claim_all, range(6)) for delivery_id in ids]
+    assert Counter(claimed) == Counter(expected)
+    assert {delivery.attempts for delivery in deliveries.list(limit=100)} == {1}
+    store.close()
+
+
+def test_delivery_claim_skips_a_delivery_another_transaction_has_locked(database_url: str) -> None:
+    store = JobStore(database_url)
+    deliveries = DeliveryStore(store.engine)
+    first, second = deliveries.create_for_job(enqueue(store, "1.1").id, ["a", "b"], 3)
+    with store.engine.connect() as other:
+        other.execute(text("SELECT id FROM deliveries WHERE id = :id FOR UPDATE"), {"id": first.id})
+        claimed = deliveries.claim_due("w1", LEASE)
+        other.rollback()
+    assert claimed is not None and claimed.id == second.id
     store.close()

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from node.jobs import DatabaseSchemaError, create_engine_for, migrate
 from node.jobs.database import alembic_config
@@ -112,3 +113,26 @@ def test_processes_migrating_one_new_database_at_once_all_succeed(url: str) -> N
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
     assert current_revision(url) == head_revision()
     assert drift(url, Base.metadata) == []
+
+
+def test_the_delivery_status_column_refuses_an_unknown_status(url: str) -> None:
+    migrate(url)
+    engine = create_engine_for(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO jobs (uid, orthanc_study_id, study_instance_uid, pipeline_name, "
+                "pipeline_version, generation, status, attempts, max_attempts, priority, "
+                "created_at, updated_at, trigger) VALUES ('u', 'o', '1.2', 'p', '1', 0, 'queued', "
+                "0, 3, 0, '2026-01-01', '2026-01-01', 'manual')"
+            )
+        )
+    with pytest.raises(IntegrityError, match="ck_deliveries_delivery_status"), engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (job_id, destination, status, attempts, max_attempts, "
+                "next_attempt_at, created_at, updated_at) VALUES (1, 'pacs', 'lost', 0, 3, "
+                "'2026-01-01', '2026-01-01', '2026-01-01')"
+            )
+        )
+    engine.dispose()
