@@ -3,40 +3,12 @@ one audit entry per change written in the change's own transaction, secrets mask
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine, exc, text
 
-from node.jobs import create_engine_for, migrate
 from node.jobs.config_store import MASK, ConfigNotFoundError, ConfigStore, mask_secrets
 from node.rules.model import Rule
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.unit.job_db import Clock
 
 
 @pytest.fixture

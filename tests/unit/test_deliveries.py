@@ -5,52 +5,25 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, text
 
-from node.jobs import JobNotFoundError, JobStore, LeaseLostError, create_engine_for, migrate
+from node.jobs import JobNotFoundError, JobStore, LeaseLostError
 from node.jobs.deliveries import (
     DeliveryStateError,
     DeliveryStore,
 )
 from node.jobs.models import DeliveryStatus
+from tests.unit.job_db import Clock
 
 LEASE = 60.0
 
 
 def one_minute(_attempts: int) -> timedelta:
     return timedelta(minutes=1)
-
-
-class Clock:
-    """A clock the test moves by hand, so backoffs and leases pass without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
