@@ -24,7 +24,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.config import Settings
-from node.delivery import ThisOrthanc
+from node.destinations.config import ThisOrthancConfig
+from node.destinations.this_orthanc import ThisOrthancDestination
 from node.errors import NodeError, PipelineError
 from node.execution import (
     PipelineTimeoutError,
@@ -74,7 +75,7 @@ class Worker:
         self.pipelines = WarmPipelines(self.registry, runtime=runtime_resolver(settings))
         #: the pipelines whose jobs this worker claims (None: any); see claimable_pipelines
         self.claims = claimable_pipelines(self.registry, settings)
-        self.destination = ThisOrthanc(self.orthanc)
+        self.destination = ThisOrthancDestination(ThisOrthancConfig(type="this-orthanc"), self.orthanc)
         self.device = DeviceInfo.for_node(device_serial_number=settings.orthanc.aet)
         self.stopping = threading.Event()
         self.busy = False

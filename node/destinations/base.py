@@ -15,11 +15,21 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from node.delivery import Delivered
 from node.destinations.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
 from node.orthanc.client import OrthancClient
 
 __all__ = ["Delivered", "Destination", "TestOutcome", "from_config"]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One dataset a destination accepted."""
+
+    sop_instance_uid: str
+    #: where the destination keeps it (an Orthanc instance id for this Orthanc)
+    location: str
+    #: the destination had it already (a job re-run after its worker died sends it again)
+    already_present: bool
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
-from node.delivery import Delivered
-from node.destinations.base import Destination, TestOutcome
+from node.destinations.base import Delivered, Destination, TestOutcome
 from node.destinations.config import DicomConfig
 from node.errors import DeliveryError
 

@@ -13,8 +13,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from node.delivery import Delivered
-from node.destinations.base import Destination, TestOutcome
+from node.destinations.base import Delivered, Destination, TestOutcome
 from node.destinations.config import BasicAuth, BearerAuth, DicomWebConfig
 from node.destinations.dicom import store_status_problem
 from node.errors import DeliveryError

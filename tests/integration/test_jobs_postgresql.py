@@ -3,7 +3,6 @@ server's clock, the advisory-locked migration and the drift check; the deliverie
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from node.jobs.database import alembic_config
 from node.jobs.deliveries import DeliveryStore
 from node.jobs.models import Base
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
+from tests.job_processes import claim_in_processes, migrate_in_processes
 from tests.requirements import skip_or_fail
 
 pytestmark = pytest.mark.integration
@@ -93,53 +93,15 @@ def test_migrated_database_is_at_head_and_matches_the_models(database_url: str) 
     engine.dispose()
 
 
-def migrate_after(url: str, barrier) -> None:
-    """Run in a separate process: wait for the others, then migrate."""
-    barrier.wait()
-    migrate(url)
-
-
 def test_processes_migrating_one_new_database_at_once_all_succeed(empty_database: str) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    processes = [context.Process(target=migrate_after, args=(empty_database, barrier)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    assert migrate_in_processes(empty_database) == [0, 0, 0, 0]
     migrate(empty_database)  # and once more: nothing left to do
-
-
-def claim_until_empty(url: str, worker_id: str, barrier, results) -> None:
-    """Run in a separate process: claim and complete jobs until the queue is empty."""
-    store = JobStore(url)
-    barrier.wait()
-    claimed = []
-    while (job := store.claim(worker_id=worker_id, lease_seconds=LEASE)) is not None:
-        claimed.append(job.id)
-        time.sleep(0.005)  # some work, so that the other processes claim in between
-        store.complete(job.id, worker_id, result={"worker": worker_id}, stage_timings={})
-    store.close()
-    results.put(claimed)
 
 
 def test_processes_claiming_at_once_get_each_job_exactly_once(database_url: str) -> None:
     store = JobStore(database_url)
     jobs = {enqueue(store, f"1.2.{n}").id for n in range(40)}
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    workers = [
-        context.Process(target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results))
-        for n in range(4)
-    ]
-    for worker in workers:
-        worker.start()
-    claimed = [job_id for _ in workers for job_id in results.get(timeout=120)]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    claimed = claim_in_processes(database_url)
     assert Counter(claimed) == Counter(jobs)
     finished = store.list(limit=100)
     assert {job.status for job in finished} == {JobStatus.DONE}

@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 
 import node.worker
 from node.config import Settings
-from node.delivery import Delivered, Destination
+from node.destinations.base import Delivered, Destination, TestOutcome
 from node.errors import InputSeriesError, PipelineError
 from node.execution import (
     DeviceUnavailableError,
@@ -373,6 +373,9 @@ class KeptInMemory(Destination):
     def send(self, datasets: Sequence[Dataset]) -> list[Delivered]:
         self.kept += datasets
         return [Delivered(str(ds.SOPInstanceUID), f"memory/{len(self.kept)}", False) for ds in datasets]
+
+    def test(self) -> TestOutcome:
+        return TestOutcome(ok=True, message="kept in memory")
 
 
 class OfflineWorker(Worker):

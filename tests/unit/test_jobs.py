@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from node.jobs import (
     create_engine_for,
     migrate,
 )
+from tests.job_processes import claim_in_processes
 
 LEASE = 60.0
 
@@ -337,35 +337,10 @@ def test_threads_claiming_at_once_get_each_job_exactly_once(database_url: str) -
     store.close()
 
 
-def claim_until_empty(url: str, worker_id: str, barrier, results) -> None:
-    """Run in a separate process: claim and complete jobs until the queue is empty."""
-    store = JobStore(url)
-    barrier.wait()
-    claimed = []
-    while (job := store.claim(worker_id=worker_id, lease_seconds=LEASE)) is not None:
-        claimed.append(job.id)
-        time.sleep(0.005)  # some work, so that the other processes claim in between
-        store.complete(job.id, worker_id, result={"worker": worker_id}, stage_timings={})
-    store.close()
-    results.put(claimed)
-
-
 def test_processes_claiming_at_once_get_each_job_exactly_once(database_url: str) -> None:
     store = JobStore(database_url)
     jobs = {enqueue(store, f"1.2.{n}").id for n in range(40)}
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    workers = [
-        context.Process(target=claim_until_empty, args=(database_url, f"process-{n}", barrier, results))
-        for n in range(4)
-    ]
-    for worker in workers:
-        worker.start()
-    claimed = [job_id for _ in workers for job_id in results.get(timeout=120)]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    claimed = claim_in_processes(database_url)
     assert Counter(claimed) == Counter(jobs)
     finished = store.list(limit=100)
     assert {job.status for job in finished} == {JobStatus.DONE}

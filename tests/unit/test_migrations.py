@@ -3,7 +3,6 @@ several processes starting at the same moment."""
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from node.jobs import DatabaseSchemaError, create_engine_for, migrate
 from node.jobs.database import alembic_config
 from node.jobs.models import Base
+from tests.job_processes import migrate_in_processes
 
 
 def head_revision() -> str:
@@ -96,21 +96,8 @@ def test_migrate_refuses_a_database_from_a_newer_node(url: str) -> None:
         migrate(url)
 
 
-def migrate_after(url: str, barrier) -> None:
-    """Run in a separate process: wait for the others, then migrate."""
-    barrier.wait()
-    migrate(url)
-
-
 def test_processes_migrating_one_new_database_at_once_all_succeed(url: str) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    processes = [context.Process(target=migrate_after, args=(url, barrier)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    assert migrate_in_processes(url) == [0, 0, 0, 0]
     assert current_revision(url) == head_revision()
     assert drift(url, Base.metadata) == []
 
