@@ -24,7 +24,9 @@ from node.intake import Intake  # noqa: E402
 from node.jobs.database import create_engine_for, migrate  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
-from node.web.api import ApiResponse, NodeApi  # noqa: E402
+from node.web.api import NodeApi  # noqa: E402
+from node.web.http import ApiResponse, Request  # noqa: E402
+from node.web.routes import merge  # noqa: E402
 from pipelines.registry import PipelineRegistry  # noqa: E402
 
 
@@ -62,6 +64,7 @@ class _Plugin:
         registry = PipelineRegistry.from_settings(self.settings)
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
         self.api = NodeApi(self.intake, self._health_extra)
+        self.routes = merge(self.api.routes())
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.follower = None
@@ -73,6 +76,10 @@ class _Plugin:
             "change_cursor": None if self.follower is None else self.follower.cursor,
             "follower_alive": bool(self.thread and self.thread.is_alive()),
         }
+
+    def user_of(self, headers):
+        """Who is asking, for the audit trail."""
+        return "anonymous"
 
     def start_following(self):
         self.thread = threading.Thread(target=self._follow, name="ai-node-changes", daemon=True)
@@ -108,23 +115,39 @@ class _Plugin:
             self.wake.set()
 
 
-def _answer(output, response: ApiResponse):
-    body = response.json_bytes()
+def _answer(output, response):
+    body = response.payload()
+    if response.status == 200 and not response.headers:
+        output.AnswerBuffer(body, response.content_type)
+        return
+    output.SetHttpHeader("Content-Type", response.content_type)
+    for name, value in response.headers.items():
+        output.SetHttpHeader(name, value)
     if response.status == 200:
-        output.AnswerBuffer(body, "application/json")
+        output.AnswerBuffer(body, response.content_type)
     else:
-        output.SetHttpHeader("Content-Type", "application/json")
         output.SendHttpStatus(response.status, body, len(body))
 
 
-def _route(methods, handler):
+def _callback(route):
     def callback(output, uri, **request):
         method = request["method"]
-        if method not in methods:
-            output.SendMethodNotAllowed(",".join(methods))
+        operation = route.operation(method)
+        if operation is None:
+            output.SendMethodNotAllowed(",".join(route.methods))
             return
+        headers = {name.lower(): value for name, value in request.get("headers", {}).items()}
+        call = Request(
+            method=method,
+            path=uri,
+            groups=tuple(request.get("groups", ())),
+            query=request.get("get", {}),
+            body=request.get("body", b"") or b"",
+            headers=headers,
+            user=_plugin.user_of(headers),
+        )
         try:
-            response = handler(method, request)
+            response = operation.handler(call)
         except Exception as error:  # a REST call must never take Orthanc's HTTP thread down
             log.exception("REST %s %s failed", method, uri)
             response = ApiResponse(503, {"error": f"the AI node could not answer: {error}"})
@@ -135,15 +158,6 @@ def _route(methods, handler):
 
 _plugin = _Plugin()
 orthanc.RegisterOnChangeCallback(_plugin.on_change)
-_api = _plugin.api
-orthanc.RegisterRestCallback("/ai/health", _route(["GET"], lambda m, r: _api.health()))
-orthanc.RegisterRestCallback("/ai/pipelines", _route(["GET"], lambda m, r: _api.pipelines()))
-orthanc.RegisterRestCallback("/ai/jobs", _route(["GET"], lambda m, r: _api.jobs(r.get("get", {}))))
-orthanc.RegisterRestCallback("/ai/jobs/([0-9]+)", _route(["GET"], lambda m, r: _api.job(r["groups"][0])))
-orthanc.RegisterRestCallback(
-    "/ai/jobs/([0-9]+)/retry", _route(["POST"], lambda m, r: _api.retry(r["groups"][0]))
-)
-orthanc.RegisterRestCallback(
-    "/ai/studies/([^/]+)/process",
-    _route(["POST"], lambda m, r: _api.process_study(r["groups"][0], r.get("body", b""))),
-)
+# Orthanc takes the first registered pattern that matches: literal paths before parameters.
+for _route in sorted(_plugin.routes, key=lambda route: (len(route.parameters), route.path)):
+    orthanc.RegisterRestCallback(_route.pattern, _callback(_route))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from node import __version__
@@ -20,21 +19,11 @@ from node.jobs.errors import JobNotFoundError, JobStateError
 from node.jobs.models import JobStatus
 from node.jobs.store import Job
 from node.routing import StudySummary
+from node.web.http import ApiResponse
+from node.web.http import error as _error
+from node.web.routes import Operation, Route
 
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    status: int
-    body: Any
-
-    def json_bytes(self) -> bytes:
-        return json.dumps(self.body, indent=2).encode()
-
-
-def _error(status: int, message: str) -> ApiResponse:
-    return ApiResponse(status, {"error": message})
 
 
 class NodeApi:
@@ -43,6 +32,58 @@ class NodeApi:
         self.store = intake.store
         self.registry = intake.registry
         self.extra_health = extra_health
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/ai/health",
+                (Operation("GET", lambda r: self.health(), "Node status, pipelines and job counts"),),
+            ),
+            Route(
+                "/ai/pipelines", (Operation("GET", lambda r: self.pipelines(), "The installed pipelines"),)
+            ),
+            Route(
+                "/ai/jobs",
+                (
+                    Operation(
+                        "GET",
+                        lambda r: self.jobs(r.query),
+                        "Jobs, newest first",
+                        query={
+                            "status": "keep one status (queued, running, done, failed)",
+                            "study": "keep one StudyInstanceUID",
+                            "limit": f"page size, 1-{MAX_PAGE} (default 100)",
+                            "offset": "jobs to skip",
+                        },
+                    ),
+                ),
+            ),
+            Route("/ai/jobs/{job_id}", (Operation("GET", lambda r: self.job(r.groups[0]), "One job"),)),
+            Route(
+                "/ai/jobs/{job_id}/retry",
+                (
+                    Operation(
+                        "POST", lambda r: self.retry(r.groups[0]), "Queue a failed job again", write=True
+                    ),
+                ),
+            ),
+            Route(
+                "/ai/studies/{study_id}/process",
+                (
+                    Operation(
+                        "POST",
+                        lambda r: self.process_study(r.groups[0], r.body),
+                        "Run now: queue a pipeline (or every one that applies) on a study",
+                        write=True,
+                        request_schema={
+                            "type": "object",
+                            "properties": {"pipeline": {"type": "string"}},
+                            "additionalProperties": False,
+                        },
+                    ),
+                ),
+            ),
+        ]
 
     def health(self) -> ApiResponse:
         return ApiResponse(

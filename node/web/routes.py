@@ -1,0 +1,97 @@
+"""The table of /ai/ routes: path, methods, handler, who may call it, and its OpenAPI words.
+
+One table serves three readers: the Orthanc plugin registers a REST callback per path from it,
+the access filter (:mod:`node.web.access`) reads from it whether an operation changes anything
+(admin role) or only reads (viewer role), and ``/ai/openapi.json`` is generated from it. A
+route added here is therefore registered, guarded and documented at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.web.http import ApiResponse, Request
+
+Handler = Callable[[Request], ApiResponse]
+_PARAMETER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    handler: Handler
+    summary: str
+    #: changes something (needs the admin role and passes the CSRF checks); reads otherwise
+    write: bool = False
+    #: OpenAPI fragments: the JSON schema of the request body, and of the 200 answer
+    request_schema: dict[str, Any] | None = None
+    response_schema: dict[str, Any] | None = None
+    #: query parameters: name -> description
+    query: dict[str, str] = field(default_factory=dict)
+    #: media type of the request body when it is not JSON (e.g. application/dicom)
+    request_media_types: tuple[str, ...] = ("application/json",)
+    #: media type of the 200 answer when it is not JSON
+    response_media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Route:
+    #: OpenAPI-style path, e.g. /ai/jobs/{job_id}; a parameter matches one path segment,
+    #: except a final {path} parameter, which matches the rest of the path
+    path: str
+    operations: tuple[Operation, ...]
+
+    @property
+    def pattern(self) -> str:
+        """The regular expression Orthanc's RegisterRestCallback takes."""
+
+        def group(match: re.Match[str]) -> str:
+            return "(.*)" if match.group(1) == "path" else "([^/]+)"
+
+        return _PARAMETER.sub(group, self.path)
+
+    @property
+    def parameters(self) -> list[str]:
+        return _PARAMETER.findall(self.path)
+
+    def operation(self, method: str) -> Operation | None:
+        wanted = "GET" if method.upper() == "HEAD" else method.upper()
+        return next((op for op in self.operations if op.method == wanted), None)
+
+    @property
+    def methods(self) -> list[str]:
+        return [op.method for op in self.operations]
+
+
+class RouteTable:
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        paths = [route.path for route in self.routes]
+        repeated = sorted({path for path in paths if paths.count(path) > 1})
+        if repeated:
+            raise ValueError(f"routes declared twice: {', '.join(repeated)}")
+        self._compiled = [(re.compile(f"^{route.pattern}$"), route) for route in self.routes]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.routes)
+
+    def find(self, path: str) -> tuple[Route, tuple[str, ...]] | None:
+        """The route serving ``path`` and its parameter values; None if no route does.
+
+        The most specific route wins (``/ai/rules/test`` over ``/ai/rules/{name}``), as in
+        Orthanc, which tries literal paths first."""
+        found = [(route, match.groups()) for regex, route in self._compiled if (match := regex.match(path))]
+        if not found:
+            return None
+        return min(found, key=lambda item: len(item[0].parameters))
+
+    def operation(self, method: str, path: str) -> Operation | None:
+        found = self.find(path)
+        return None if found is None else found[0].operation(method)
+
+
+def merge(*groups: Sequence[Route]) -> RouteTable:
+    return RouteTable(route for group in groups for route in group)
