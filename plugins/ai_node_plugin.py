@@ -24,9 +24,8 @@ from node.intake import Intake  # noqa: E402
 from node.jobs.database import create_engine_for, migrate  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
-from node.web.api import NodeApi  # noqa: E402
+from node.web.app import NodeContext, build_routes  # noqa: E402
 from node.web.http import ApiResponse, Request  # noqa: E402
-from node.web.routes import merge  # noqa: E402
 from pipelines.registry import PipelineRegistry  # noqa: E402
 
 
@@ -63,8 +62,14 @@ class _Plugin:
         self.store = JobStore(create_engine_for(url))
         registry = PipelineRegistry.from_settings(self.settings)
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
-        self.api = NodeApi(self.intake, self._health_extra)
-        self.routes = merge(self.api.routes())
+        self.routes = build_routes(
+            NodeContext(
+                settings=self.settings,
+                intake=self.intake,
+                get_json=_get_json,
+                health_extra=self._health_extra,
+            )
+        )
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.follower = None

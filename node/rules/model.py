@@ -45,6 +45,60 @@ class Level(enum.Enum):
     SERIES = "series"
 
 
+class OnTimeout(enum.Enum):
+    """What happens to a study still incomplete when a rule's wait is over."""
+
+    PROCESS = "process"
+    SKIP = "skip"
+
+
+class RequiredSeries(BaseModel):
+    """A series a study must have before the rule runs, e.g. a T1 or a FLAIR."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: shown in the tester and the waiting list, e.g. "T1"
+    name: Name
+    #: a series-level condition, like a rule's
+    condition: str
+
+    @field_validator("condition")
+    @classmethod
+    def _compiles(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            _compiled(value)
+        except InvalidConditionError as error:
+            raise ValueError(
+                f"condition of required series {info.data.get('name')!r} is invalid: {error.message}"
+            ) from error
+        return value
+
+    @property
+    def compiled(self) -> rule_engine.Rule:
+        return _compiled(self.condition)
+
+
+class Completeness(BaseModel):
+    """Study completeness beyond Orthanc's stable timer: the series a study must have, how long
+    to wait for them after the study first became stable, and what to do then."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    series: Annotated[list[RequiredSeries], Field(min_length=1)]
+    #: minutes after the study first became stable
+    wait_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 30
+    on_timeout: OnTimeout = OnTimeout.SKIP
+
+    @field_validator("series")
+    @classmethod
+    def _unique_names(cls, value: list[RequiredSeries]) -> list[RequiredSeries]:
+        names = [item.name for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"required series {', '.join(map(repr, repeated))} named more than once")
+        return value
+
+
 class Rule(BaseModel):
     """A routing rule; unknown keys are refused."""
 
@@ -60,6 +114,8 @@ class Rule(BaseModel):
     pipelines: Annotated[list[Name], Field(min_length=1)]
     #: names of the destinations the results go to
     destinations: Annotated[list[Name], Field(min_length=1)] = Field(default_factory=lambda: [THIS_ORTHANC])
+    #: series the study must have before the rule runs (None: Orthanc's stable timer is enough)
+    requires: Completeness | None = None
 
     @field_validator("condition")
     @classmethod
