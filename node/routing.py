@@ -7,11 +7,13 @@ stable again — never creates a job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from node import MANUFACTURER
 from node.imaging.series import SeriesSummary, matches
+from node.rules.attributes import SeriesAttributes, StudyAttributes
 from pipelines.base import Pipeline
 
 #: Modalities of objects that are never model inputs (PS3.3 C.7.3.1.1.1 defined terms).
@@ -27,6 +29,8 @@ class StudySeries:
     orthanc_id: str
     summary: SeriesSummary
     manufacturer: str = ""
+    #: typed DICOM attributes for rule conditions (node.rules.attributes)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_node_output(self) -> bool:
@@ -42,10 +46,30 @@ class StudySummary:
     orthanc_id: str
     study_instance_uid: str
     series: tuple[StudySeries, ...]
+    #: typed study and patient attributes for rule conditions
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def input_series(self) -> list[StudySeries]:
         """Series that may feed a pipeline: everything but the node's own output."""
         return [series for series in self.series if not series.is_node_output]
+
+    def rule_view(self) -> StudyAttributes:
+        """The study as rule conditions see it: its input series only (the loop guard comes
+        first), each keyed by its Orthanc id."""
+        return StudyAttributes(
+            attributes=dict(self.attributes),
+            series=tuple(
+                SeriesAttributes(
+                    key=series.orthanc_id,
+                    attributes=dict(series.attributes),
+                    instance_count=series.summary.instance_count,
+                )
+                for series in self.input_series()
+            ),
+        )
+
+    def series_by_key(self, key: str) -> StudySeries:
+        return next(series for series in self.series if series.orthanc_id == key)
 
 
 def is_image_sop_class(sop_class_uid: str | None) -> bool:

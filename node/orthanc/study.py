@@ -8,6 +8,7 @@ from typing import Any
 
 from node.imaging.series import SeriesSummary
 from node.routing import StudySeries, StudySummary
+from node.rules.attributes import from_orthanc_tags
 
 GetJson = Callable[[str], Any]
 
@@ -26,6 +27,9 @@ def summarize_study(get_json: GetJson, study_id: str) -> StudySummary:
         orthanc_id=study_id,
         study_instance_uid=study["MainDicomTags"].get("StudyInstanceUID", ""),
         series=tuple(s for s in series if s is not None),
+        attributes=from_orthanc_tags(
+            {**study.get("PatientMainDicomTags", {}), **study.get("MainDicomTags", {})}
+        ),
     )
 
 
@@ -53,7 +57,14 @@ def _summarize_series(get_json: GetJson, series_id: str) -> StudySeries | None:
         body_part=(tags.get("BodyPartExamined") or "").strip().upper() or None,
         slice_thickness_mm=_float(first_tags.get("SliceThickness") or tags.get("SliceThickness")),
     )
-    return StudySeries(orthanc_id=series_id, summary=summary, manufacturer=tags.get("Manufacturer", ""))
+    return StudySeries(
+        orthanc_id=series_id,
+        summary=summary,
+        manufacturer=tags.get("Manufacturer", ""),
+        # What rule conditions see: one instance's header (the series' shared attributes, in
+        # practice) under the series' main tags.
+        attributes=from_orthanc_tags({**first_tags, **tags}),
+    )
 
 
 def _floats(value: Any) -> tuple[float, ...] | None:
