@@ -15,7 +15,18 @@ import requests
 
 from node.cli_pipelines import add_pipelines_command, add_worker_options
 from node.config import Settings, load_settings
-from node.errors import NodeError
+from node.credentials import (
+    Role,
+    User,
+    add_user,
+    credentials_path,
+    ensure_credentials,
+    load_credentials,
+    remove_user,
+    reset_password,
+    service_auth,
+)
+from node.errors import ConfigurationError, NodeError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,11 +63,30 @@ def _logging(settings: Settings) -> None:
     )
 
 
+def _prepare_users(settings: Settings) -> None:
+    """Create the node's users on its first start and show the admin password, once."""
+    path = credentials_path(settings)
+    _, admin = ensure_credentials(path)
+    if admin is not None:
+        _show_password(admin, path, "Created the node's users")
+
+
+def _show_password(user: User, path: os.PathLike[str], what: str) -> None:
+    print(
+        f"{what}. Log in to Orthanc and the node's API as\n"
+        f"  user:     {user.name}  (role {user.role.value})\n"
+        f"  password: {user.password}\n"
+        f"This password is shown only now; it is kept in {path} (readable by this account only).",
+        flush=True,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from node.supervisor import Supervisor
 
     settings = _settings(args)
     _logging(settings)
+    _prepare_users(settings)
     return Supervisor(settings).run()
 
 
@@ -72,9 +102,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _healthy(settings: Settings) -> bool:
     try:
-        return requests.get(f"{settings.orthanc_url}/ai/health", timeout=2).status_code == 200
+        auth = service_auth(settings)
+    except ConfigurationError:  # no credentials yet: this node never started
+        return False
+    try:
+        answer = requests.get(f"{settings.orthanc_url}/ai/health", auth=auth, timeout=2)
     except requests.RequestException:
         return False
+    return answer.status_code == 200
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -87,6 +122,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 0
     logs = settings.resolved_data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # Here, not in the background `run`, so the password reaches the console and not the log.
+    _prepare_users(settings)
     command = [sys.executable, "-m", "node.cli", "run", *_passthrough(args)]
     with open(logs / "node.log", "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,6 +137,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             print(f"  Orthanc: {settings.orthanc_url}/app/explorer.html")
             print(f"  DICOM:   AE title {settings.orthanc.aet}, port {settings.orthanc.dicom_port}")
             print(f"  Logs:    {logs}")
+            print(f"  Users:   {credentials_path(settings)} (`ai-node users list`)")
             return 0
         time.sleep(0.3)
     print("The node did not answer in time; see " + str(logs / "node.log"), file=sys.stderr)
@@ -165,6 +203,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, args.study)
 
 
+_RESTART_NOTE = (
+    "Orthanc reads its users when it starts: restart the node (`ai-node stop`, then "
+    "`ai-node start`) for this to take effect."
+)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = credentials_path(settings)
+    if args.action == "list":
+        for user in load_credentials(path).users.values():
+            note = "  (the node's own)" if user.internal else ""
+            print(f"{user.name:<24} {user.role.value:<7}{note}")
+        return 0
+    if args.action == "add":
+        user = add_user(path, args.name, Role(args.role))
+        _show_password(user, path, f"Added user {user.name}")
+        print(_RESTART_NOTE)
+        return 0
+    if args.action == "remove":
+        remove_user(path, args.name)
+        print(f"Removed user {args.name}; the node refuses their requests from now on.")
+        return 0
+    user = reset_password(path, args.name)
+    _show_password(user, path, f"New password for {user.name}")
+    print("The old password is refused from now on. " + _RESTART_NOTE)
+    return 0
+
+
+def _add_users_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser("users", help="list, add or remove the node's users; reset a password")
+    actions = users.add_subparsers(dest="action", required=True)
+    for action, help_text in (
+        ("list", "the users and their roles"),
+        ("add", "add a user with a random password (shown once)"),
+        ("remove", "remove a user"),
+        ("reset-password", "give a user a new random password (shown once)"),
+    ):
+        parser = actions.add_parser(action, help=help_text)
+        _add_node_options(parser)
+        if action != "list":
+            parser.add_argument("name", help="user name")
+        if action == "add":
+            parser.add_argument(
+                "--role",
+                choices=[role.value for role in Role],
+                default=Role.VIEWER.value,
+                help="admin: may change anything; viewer: reads only (default)",
+            )
+        parser.set_defaults(handler=cmd_users)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-node", description="AI node for Orthanc")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "worker":
             add_worker_options(command)
     add_pipelines_command(commands)
+    _add_users_command(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

@@ -53,9 +53,14 @@ class OrthancSettings(_Strict):
     aet: AETitle = "AINODE"
     #: seconds without a new instance before Orthanc calls a study stable
     stable_age: timedelta = timedelta(seconds=10)
-    #: serve Orthanc's HTTP (REST, DICOMweb, /ai/) to other hosts; off by default because
-    #: authentication comes with the admin console. DICOM is always open to the network.
+    #: serve Orthanc's HTTP (REST, DICOMweb, /ai/) to other hosts; off by default so that a
+    #: new node is reachable from this machine only until its admin decides otherwise. DICOM is
+    #: always open to the network.
     http_remote_access: bool = False
+    #: Orthanc's basic authentication with the users of ``DATA_DIR/credentials.json``; turn it
+    #: off only behind an authenticating reverse proxy (the admin/viewer roles then no longer
+    #: apply: every request is treated as an admin's, CSRF checks stay on)
+    authentication: bool = True
     plugin_folder: Path = Path("/usr/share/orthanc/plugins")
     #: seconds to wait for Orthanc to answer after start
     start_timeout: timedelta = timedelta(seconds=60)
@@ -144,6 +149,26 @@ class PipelineSettings(_Strict):
     results: Annotated[list[ResultKind], AfterValidator(_valid_result_kinds)] = ["seg", "sr", "planar-sr"]
 
 
+def _positive_duration(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(f"duration {value.total_seconds():g} s must be more than 0 s")
+    return value
+
+
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive_duration)]
+
+
+class DeliveryRetrySettings(_Strict):
+    """How failed deliveries of results are retried (see :mod:`node.destinations.retry`)."""
+
+    #: attempts, the first included, before a delivery stays failed until someone retries it
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    #: delay after the first failure; each further failure multiplies it by ``factor``
+    base_delay: PositiveDuration = timedelta(seconds=30)
+    factor: Annotated[float, Field(ge=1, le=10)] = 2
+    max_delay: PositiveDuration = timedelta(hours=1)
+
+
 class Settings(_Strict):
     """Everything the node needs to run."""
 
@@ -162,6 +187,8 @@ class Settings(_Strict):
     worker_device: DeviceSetting = "auto"
     #: per-pipeline settings by pipeline name; a pipeline not listed uses the defaults
     pipeline_settings: dict[str, PipelineSettings] = {}
+    #: retries of deliveries to destinations that fail (a PACS that is down)
+    delivery: DeliveryRetrySettings = DeliveryRetrySettings()
     log_level: str = "INFO"
 
     @property

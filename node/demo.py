@@ -30,7 +30,7 @@ def run_demo(settings: Settings, study: SampleName, *, timeout: float = 600.0) -
     console.print(f"Preparing the sample study [bold]{study}[/] (converted once into {cache}) ...")
     folder = ensure_sample(study, cache)
     study_uid = first_study_uid(folder)
-    client = OrthancClient(settings.orthanc_url)
+    client = OrthancClient.for_node(settings)
     console.print(
         f"Sending it with storescu to {settings.orthanc.aet}@127.0.0.1:{settings.orthanc.dicom_port} ..."
     )

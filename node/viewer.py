@@ -21,6 +21,7 @@ server and not at Orthanc's own port, which the browser may not reach (cross-ori
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import shutil
@@ -38,7 +39,8 @@ from werkzeug.middleware.shared_data import SharedDataMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from node.config import load_settings
+from node.config import Settings, load_settings
+from node.credentials import credentials_path, load_credentials
 from node.errors import ConfigurationError, NodeError
 from node.npm import npm_pack
 
@@ -199,26 +201,32 @@ def app_config_js() -> str:
 
 
 class ViewerApp:
-    """WSGI application: OHIF's files, its configuration, and /dicom-web/ proxied to Orthanc."""
+    """WSGI application: OHIF's files, its configuration, and /dicom-web/ proxied to Orthanc.
 
-    def __init__(self, dist: Path, orthanc_url: str) -> None:
+    ``auth`` is sent with every proxied request: the node's read-only ``ai-node-viewer`` user,
+    so the viewer page reads studies and, whoever opens it, changes nothing."""
+
+    def __init__(self, dist: Path, orthanc_url: str, *, auth: tuple[str, str] | None = None) -> None:
         if not (dist / "index.html").is_file():
             raise ConfigurationError(f"{dist} is not an OHIF dist folder: it has no index.html")
         self.dist = dist
         self.orthanc_url = orthanc_url.rstrip("/")
         self._config = app_config_js().encode()
         static = SharedDataMiddleware(self._spa_fallback, {"/": str(dist)})
-        self._files_and_proxy = ProxyMiddleware(
-            static,
-            {"/dicom-web/": {"target": self.orthanc_url, "host": None}},
-            timeout=PROXY_TIMEOUT_S,
-        )
+        self._auth = auth is not None
+        proxied: dict[str, Any] = {"target": self.orthanc_url, "host": None}
+        if auth is not None:
+            proxied["headers"] = {"Authorization": _basic(auth)}
+        self._files_and_proxy = ProxyMiddleware(static, {"/dicom-web/": proxied}, timeout=PROXY_TIMEOUT_S)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/app-config.js":
             response = Response(self._config, content_type="text/javascript; charset=utf-8")
             response.headers["Cache-Control"] = "no-cache"
             return response(environ, start_response)
+        if self._auth:
+            # The proxy adds the node's header; a browser's own would reach Orthanc as a second one.
+            environ.pop("HTTP_AUTHORIZATION", None)
         return self._files_and_proxy(environ, start_response)
 
     def _spa_fallback(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -232,11 +240,20 @@ class ViewerApp:
         return response(environ, start_response)
 
 
+def _basic(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+
+
 def make_viewer_server(
-    dist: Path, orthanc_url: str, *, host: str = "127.0.0.1", port: int = 0
+    dist: Path,
+    orthanc_url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    auth: tuple[str, str] | None = None,
 ) -> BaseWSGIServer:
     """A threaded server for :class:`ViewerApp` (``port=0``: a free one, see ``server.port``)."""
-    return make_server(host, port, ViewerApp(dist, orthanc_url), threaded=True)
+    return make_server(host, port, ViewerApp(dist, orthanc_url, auth=auth), threaded=True)
 
 
 def study_url(viewer_url: str, study_instance_uid: str) -> str:
@@ -244,9 +261,11 @@ def study_url(viewer_url: str, study_instance_uid: str) -> str:
     return f"{viewer_url.rstrip('/')}/viewer?StudyInstanceUIDs={quote(study_instance_uid)}"
 
 
-def latest_processed_study(orthanc_url: str) -> str | None:
+def latest_processed_study(orthanc_url: str, auth: tuple[str, str] | None = None) -> str | None:
     """Study Instance UID of the node's most recent finished job, or None if there is none."""
-    answer = requests.get(f"{orthanc_url}/ai/jobs", params={"status": "done", "limit": "1"}, timeout=10)
+    answer = requests.get(
+        f"{orthanc_url}/ai/jobs", params={"status": "done", "limit": "1"}, auth=auth, timeout=10
+    )
     answer.raise_for_status()
     jobs = answer.json()
     return str(jobs[0]["study_instance_uid"]) if jobs else None
@@ -255,6 +274,14 @@ def latest_processed_study(orthanc_url: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
+
+
+def viewer_auth(settings: Settings) -> tuple[str, str] | None:
+    """The node's read-only user for the proxy; None when the node runs without authentication."""
+    path = credentials_path(settings)
+    if not settings.orthanc.authentication and not path.exists():
+        return None
+    return load_credentials(path).viewer_proxy.basic_auth()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,19 +300,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(arguments.config)
         print(f"Preparing OHIF {OHIF_VERSION} (fetched once with npm into {arguments.cache_dir}) ...")
+        auth = viewer_auth(settings)
         dist = ensure_ohif(arguments.cache_dir)
-        server = make_viewer_server(dist, settings.orthanc_url, host=arguments.host, port=arguments.port)
+        server = make_viewer_server(
+            dist, settings.orthanc_url, host=arguments.host, port=arguments.port, auth=auth
+        )
     except NodeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # the port is taken, most often
         print(f"error: cannot listen on {arguments.host}:{arguments.port}: {error}", file=sys.stderr)
         return 1
+    if auth is not None and arguments.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: the viewer listens on {arguments.host} and reads studies as the node's "
+            "read-only user: whoever reaches this port can see them (but change nothing).",
+            file=sys.stderr,
+        )
     shown_host = "localhost" if arguments.host in ("127.0.0.1", "0.0.0.0") else arguments.host
     viewer_url = f"http://{shown_host}:{server.port}"
     print(f"OHIF {OHIF_VERSION} at {viewer_url}/ (DICOMweb: {settings.orthanc_url}/dicom-web/)")
     try:
-        study = latest_processed_study(settings.orthanc_url)
+        study = latest_processed_study(settings.orthanc_url, auth)
     except requests.RequestException as error:
         print(
             f"warning: the node at {settings.orthanc_url} does not answer ({type(error).__name__}); "

@@ -24,9 +24,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.config import Settings
-from node.destinations.config import ThisOrthancConfig
-from node.destinations.this_orthanc import ThisOrthancDestination
-from node.errors import NodeError, PipelineError
+from node.destinations.sender import DeliverySender
+from node.errors import NodeError, NoMatchingSeriesError, PipelineError
 from node.execution import (
     PipelineTimeoutError,
     claimable_pipelines,
@@ -36,14 +35,19 @@ from node.execution import (
 )
 from node.imaging.series import build_volume, select_series
 from node.jobs.database import create_engine_for, migrate
+from node.jobs.config_store import ConfigStore
+from node.jobs.deliveries import Delivery, DeliveryStore
 from node.jobs.errors import LeaseLostError
+from node.jobs.models import DeliveryStatus
 from node.jobs.store import Job, JobStore
 from node.orthanc.client import OrthancClient
 from node.orthanc.study import summarize_study
 from node.results.measure import measure_segments
 from node.results.products import ResultInputs, build_result_objects
 from node.results.seg import DeviceInfo
+from node.results.staging import ResultFiles
 from node.results.validate import require_valid
+from node.rules.model import THIS_ORTHANC
 from node.timing import StageTimer
 from pipelines.base import Pipeline
 from pipelines.registry import PipelineRegistry, WarmPipelines
@@ -70,12 +74,21 @@ class Worker:
         url = settings.resolved_database_url
         migrate(url)
         self.store = JobStore(create_engine_for(url))
-        self.orthanc = OrthancClient(settings.orthanc_url)
+        self.orthanc = OrthancClient.for_node(settings)
         self.registry = PipelineRegistry.from_settings(settings)
         self.pipelines = WarmPipelines(self.registry, runtime=runtime_resolver(settings))
         #: the pipelines whose jobs this worker claims (None: any); see claimable_pipelines
         self.claims = claimable_pipelines(self.registry, settings)
-        self.destination = ThisOrthancDestination(ThisOrthancConfig(type="this-orthanc"), self.orthanc)
+        self.sender = DeliverySender(
+            worker_id=self.worker_id,
+            jobs=self.store,
+            deliveries=DeliveryStore(self.store.engine),
+            config=ConfigStore(self.store.engine),
+            files=ResultFiles(settings.data_dir / "results"),
+            orthanc=self.orthanc,
+            retry=settings.delivery,
+            lease_seconds=settings.worker.lease.total_seconds(),
+        )
         self.device = DeviceInfo.for_node(device_serial_number=settings.orthanc.aet)
         self.stopping = threading.Event()
         self.busy = False
@@ -90,7 +103,12 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     def run_one(self) -> bool:
-        """Claim and run one job; False when the queue had nothing for this worker."""
+        """Send one due delivery, or claim and run one job; False when there was nothing to do.
+
+        Deliveries first: they are short, and a destination that came back should get its
+        results before the next model run."""
+        if self.sender.send_due():
+            return True
         job = self.store.claim(
             worker_id=self.worker_id,
             lease_seconds=self.settings.worker.lease.total_seconds(),
@@ -210,8 +228,10 @@ class Worker:
             )
             for (kind, warning), times in warnings.items():
                 log.info("job %s: %s validator warning (%d objects): %s", job.id, kind, times, warning)
-        with timer.stage("store"):
-            delivered = self.destination.send([obj.dataset for obj in objects])
+        with timer.stage("stage"):
+            self.sender.files.write(job.uid, [obj.dataset for obj in objects])
+        with timer.stage("deliver"):
+            deliveries, locations = self._deliver(job)
         result: dict[str, Any] = {
             "pipeline": {"name": pipeline.name, "version": pipeline.version},
             "source_series_instance_uid": volume.series_instance_uid,
@@ -226,7 +246,7 @@ class Worker:
                 for m in measurements
             ],
         }
-        for obj, where in zip(objects, delivered, strict=True):
+        for obj in objects:
             # One entry per kind; a kind with one object per slice (secondary capture) names its
             # first instance and counts them all.
             entry = result.setdefault(
@@ -234,16 +254,46 @@ class Worker:
                 {
                     "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
                     "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
-                    "orthanc_id": where.location,
+                    # where this Orthanc keeps it, when this Orthanc is a destination and has it
+                    "orthanc_id": locations.get(str(obj.dataset.SOPInstanceUID)),
                     "instances": 0,
                 },
             )
             entry["instances"] += 1
+        result["deliveries"] = [
+            {"destination": d.destination, "status": d.status.value, "error": d.last_error} for d in deliveries
+        ]
         return result
+
+    def _deliver(self, job: Job) -> tuple[list[Delivery], dict[str, str]]:
+        """A delivery per destination of the job, each tried once now; failures are retried
+        later by whichever worker is free (node.destinations.sender). Returns the deliveries and,
+        for this Orthanc, where each SOP Instance UID is stored."""
+        created = self.sender.deliveries.create_for_job(
+            job.id, list(job.destinations), max_attempts=self.settings.delivery.max_attempts
+        )
+        deliveries = []
+        locations: dict[str, str] = {}
+        for delivery in created:
+            if delivery.status is DeliveryStatus.PENDING:
+                delivery, sent = self.sender.send_now(delivery)
+                if delivery.destination == THIS_ORTHANC:
+                    locations.update((item.sop_instance_uid, item.location) for item in sent)
+            deliveries.append(delivery)
+        return deliveries, locations
 
     def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:
         study = summarize_study(self.orthanc.get_json, job.orthanc_study_id)
         inputs = study.input_series()
+        if job.series_instance_uid is not None:
+            # the series the routing rule chose when the job was queued
+            routed = [s for s in inputs if s.summary.series_instance_uid == job.series_instance_uid]
+            if not routed:
+                raise NoMatchingSeriesError(
+                    f"series {job.series_instance_uid}, chosen when the job was queued, is no "
+                    "longer in the study (deleted?); re-run the study to route it again"
+                )
+            inputs = routed
         chosen = select_series([series.summary for series in inputs], pipeline.accepts)
         series = next(s for s in inputs if s.summary.series_instance_uid == chosen.series_instance_uid)
         instance_ids = self.orthanc.get_json(f"/series/{series.orthanc_id}")["Instances"]

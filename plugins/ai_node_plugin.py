@@ -3,6 +3,8 @@
 - OnChange only wakes the change follower; the follower reads Orthanc's /changes log on its
   own thread and queues jobs for stable studies (node.changes, node.intake).
 - REST routes under /ai/ are answered by node.web.api.
+- Every HTTP request passes the incoming-request filter: after Orthanc's basic-auth check,
+  node.web.access decides by role (admin, viewer) and CSRF checks; a refusal is a 403.
 Models never run in Orthanc's process: workers claim the queued jobs.
 """
 
@@ -19,13 +21,16 @@ sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
 from node.changes import ChangeFollower  # noqa: E402
 from node.config import load_settings  # noqa: E402
+from node.credentials import CredentialsFile, credentials_path  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
 from node.intake import Intake  # noqa: E402
 from node.jobs.database import create_engine_for, migrate  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
+from node.web.access import AccessPolicy, access_routes, basic_credentials  # noqa: E402
 from node.web.app import NodeContext, build_routes  # noqa: E402
 from node.web.http import ApiResponse, Request  # noqa: E402
+from node.web.routes import RouteTable, merge  # noqa: E402
 from pipelines.registry import PipelineRegistry  # noqa: E402
 
 
@@ -62,7 +67,12 @@ class _Plugin:
         self.store = JobStore(create_engine_for(url))
         registry = PipelineRegistry.from_settings(self.settings)
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
-        self.routes = build_routes(
+        self.intake.seed_default_rule()
+        credentials = CredentialsFile(credentials_path(self.settings))
+        self.access = AccessPolicy(
+            RouteTable(()), credentials.current, authentication=self.settings.orthanc.authentication
+        )
+        node_routes = build_routes(
             NodeContext(
                 settings=self.settings,
                 intake=self.intake,
@@ -70,6 +80,8 @@ class _Plugin:
                 health_extra=self._health_extra,
             )
         )
+        self.routes = merge(node_routes.routes, access_routes(self.access))
+        self.access.routes = self.routes
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.follower = None
@@ -83,8 +95,24 @@ class _Plugin:
         }
 
     def user_of(self, headers):
-        """Who is asking, for the audit trail."""
-        return "anonymous"
+        """Who is asking, for the audit trail (the filter has already let them in)."""
+        if not self.settings.orthanc.authentication:
+            return "anonymous"
+        pair = basic_credentials(headers)
+        return "anonymous" if pair is None else pair[0]
+
+    def allows(self, uri, **request):
+        """Orthanc's incoming-HTTP-request filter: True lets the request through, False is 403."""
+        method = _METHODS.get(request.get("method"), str(request.get("method")))
+        headers = {name.lower(): value for name, value in request.get("headers", {}).items()}
+        try:
+            decision = self.access.decide(method, uri, headers)
+        except Exception:  # e.g. an unreadable credentials file: refuse rather than crash Orthanc
+            log.exception("access check of %s %s failed; refused", method, uri)
+            return False
+        if not decision.allowed:
+            log.info("access refused: %s", decision.reason)
+        return decision.allowed
 
     def start_following(self):
         self.thread = threading.Thread(target=self._follow, name="ai-node-changes", daemon=True)
@@ -100,6 +128,8 @@ class _Plugin:
                     )
                 while self.follower.poll() and not self.stopping.is_set():
                     pass
+                # studies whose wait for a rule's required series is over
+                self.intake.check_waits()
             except Exception:  # the follower must survive a bad study or a busy database
                 log.exception("following Orthanc's changes failed; retrying in 5 s")
                 self.stopping.wait(5)
@@ -131,7 +161,8 @@ def _answer(output, response):
     if response.status == 200:
         output.AnswerBuffer(body, response.content_type)
     else:
-        output.SendHttpStatus(response.status, body, len(body))
+        # orthanc-python 4.0 takes the body of an error answer as str plus its size in bytes.
+        output.SendHttpStatus(response.status, body.decode("utf-8", "replace"), len(body))
 
 
 def _callback(route):
@@ -161,8 +192,17 @@ def _callback(route):
     return callback
 
 
+# The filter gets Orthanc's HttpMethod enumeration, REST callbacks a string.
+_METHODS = {
+    orthanc.HttpMethod.GET: "GET",
+    orthanc.HttpMethod.POST: "POST",
+    orthanc.HttpMethod.PUT: "PUT",
+    orthanc.HttpMethod.DELETE: "DELETE",
+}
+
 _plugin = _Plugin()
 orthanc.RegisterOnChangeCallback(_plugin.on_change)
+orthanc.RegisterIncomingHttpRequestFilter(_plugin.allows)
 # Orthanc takes the first registered pattern that matches: literal paths before parameters.
 for _route in sorted(_plugin.routes, key=lambda route: (len(route.parameters), route.path)):
     orthanc.RegisterRestCallback(_route.pattern, _callback(_route))

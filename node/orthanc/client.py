@@ -13,6 +13,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from node.config import Settings
+from node.credentials import service_auth
 from node.errors import DeliveryError, OrthancError
 
 
@@ -22,6 +24,8 @@ class OrthancClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
+        # The node's /ai/ write routes refuse requests without it (a CSRF check); harmless elsewhere.
+        self.session.headers["X-Requested-By"] = "ai-node"
         # Orthanc closes idle keep-alive connections after KeepAliveTimeout; a request that
         # races that close gets "connection aborted". Reads are safe to retry; stores are not
         # retried here (the worker's job retry owns that decision).
@@ -30,6 +34,11 @@ class OrthancClient:
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         if auth:
             self.session.auth = auth
+
+    @classmethod
+    def for_node(cls, settings: Settings, *, timeout: float = 60) -> OrthancClient:
+        """A client of this node's Orthanc, authenticated as the node's service user."""
+        return cls(settings.orthanc_url, auth=service_auth(settings), timeout=timeout)
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"

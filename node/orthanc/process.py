@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from node.config import Settings, dump_settings
+from node.credentials import Credentials, credentials_path, ensure_credentials, service_auth
 from node.errors import OrthancError
 from node.orthanc.ports import require_free_ports
 
@@ -38,13 +39,14 @@ def runtime_paths(settings: Settings) -> dict[str, Path]:
         "data": data,
         "orthanc_config": data / "orthanc" / "orthanc.json",
         "node_config": data / "node.yaml",
+        "credentials": credentials_path(settings),
         "storage": data / "orthanc" / "storage",
         "index": data / "orthanc" / "index",
         "logs": data / "logs",
     }
 
 
-def render_orthanc_config(settings: Settings) -> dict[str, Any]:
+def render_orthanc_config(settings: Settings, credentials: Credentials) -> dict[str, Any]:
     """Orthanc's configuration: the template plus what the node's settings decide."""
     config: dict[str, Any] = json.loads(TEMPLATE.read_text())
     paths = runtime_paths(settings)
@@ -62,6 +64,8 @@ def render_orthanc_config(settings: Settings) -> dict[str, Any]:
             "DicomPort": settings.orthanc.dicom_port,
             "StableAge": max(1, round(settings.orthanc.stable_age.total_seconds())),
             "RemoteAccessAllowed": settings.orthanc.http_remote_access,
+            "AuthenticationEnabled": settings.orthanc.authentication,
+            "RegisteredUsers": credentials.registered_users() if settings.orthanc.authentication else {},
             "StorageDirectory": str(paths["storage"]),
             "IndexDirectory": str(paths["index"]),
             "Plugins": [str(plugin_folder / name) for name in PLUGINS],
@@ -84,8 +88,23 @@ def write_runtime_files(settings: Settings) -> dict[str, Path]:
         paths[key].mkdir(parents=True, exist_ok=True)
     resolved = settings.model_copy(update={"data_dir": paths["data"]})
     paths["node_config"].write_text(dump_settings(resolved))
-    paths["orthanc_config"].write_text(json.dumps(render_orthanc_config(settings), indent=2))
+    credentials, admin = ensure_credentials(paths["credentials"])
+    if admin is not None:
+        # `ai-node run`/`start` create the file first and print the password; reaching this
+        # means the node was started some other way, so say where the password is.
+        log.warning("created the node's users; the admin password is in %s", paths["credentials"])
+    _write_private(
+        paths["orthanc_config"], json.dumps(render_orthanc_config(settings, credentials), indent=2)
+    )
     return paths
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only the node's OS user can read (Orthanc's configuration holds passwords)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 class OrthancProcess:
@@ -130,6 +149,7 @@ class OrthancProcess:
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.settings.orthanc.start_timeout.total_seconds()
         url = f"{self.settings.orthanc_url}/ai/health"
+        auth = service_auth(self.settings)
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise OrthancError(
@@ -137,7 +157,7 @@ class OrthancProcess:
                     f"see {self.paths['logs'] / 'orthanc.log'}"
                 )
             try:
-                if requests.get(url, timeout=2).status_code == 200:
+                if requests.get(url, auth=auth, timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass

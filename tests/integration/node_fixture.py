@@ -15,6 +15,7 @@ from typing import Any
 import requests
 import yaml
 
+from node.credentials import Role, add_user, ensure_credentials, load_credentials
 from node.orthanc.client import OrthancClient
 from node.storescu import send_folder
 
@@ -33,7 +34,33 @@ class RunningNode:
     stable_age: float
     lease: float
     workers: int = 1
+    #: create the users before the first start (admin, and a ``viewer`` with the viewer role);
+    #: False leaves their creation to `ai-node run`, as on a real first start
+    prepare_users: bool = True
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.folder / "var" / "credentials.json"
+
+    def credential(self, name: str) -> tuple[str, str]:
+        return load_credentials(self.credentials_file).users[name].basic_auth()
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return self.credential("admin")
+
+    @property
+    def viewer(self) -> tuple[str, str]:
+        return self.credential("viewer")
+
+    def session(self, role: str = "admin") -> requests.Session:
+        """A session as ``admin`` or ``viewer``, with the headers the node's clients send."""
+        session = requests.Session()
+        session.auth = self.admin if role == "admin" else self.viewer
+        session.headers["Accept-Encoding"] = "identity"
+        session.headers["X-Requested-By"] = "tests"
+        return session
 
     @property
     def config_file(self) -> Path:
@@ -45,7 +72,7 @@ class RunningNode:
 
     @property
     def client(self) -> OrthancClient:
-        return OrthancClient(self.url)
+        return OrthancClient(self.url, auth=self.admin)
 
     def write_config(self) -> None:
         config = {
@@ -61,6 +88,9 @@ class RunningNode:
 
     def start(self, timeout: float = 90) -> None:
         self.write_config()
+        if self.prepare_users and not self.credentials_file.exists():
+            ensure_credentials(self.credentials_file)
+            add_user(self.credentials_file, "viewer", Role.VIEWER)
         log = open(self.folder / "node-console.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "run", "--config", str(self.config_file)],
@@ -73,7 +103,9 @@ class RunningNode:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the node exited during start:\n{self.console_tail()}")
             try:
-                if requests.get(f"{self.url}/ai/health", timeout=2).status_code == 200:
+                # The credentials file appears during start when the node creates it.
+                auth = self.admin if self.credentials_file.exists() else None
+                if requests.get(f"{self.url}/ai/health", auth=auth, timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -128,7 +160,9 @@ class RunningNode:
         return list(self.client.get_json(f"/studies/{self.orthanc_study_id(study_uid)}/series"))
 
 
-def make_node(folder: Path, *, stable_age: float = 2, lease: float = 60, workers: int = 1) -> RunningNode:
+def make_node(
+    folder: Path, *, stable_age: float = 2, lease: float = 60, workers: int = 1, prepare_users: bool = True
+) -> RunningNode:
     folder.mkdir(parents=True, exist_ok=True)
     return RunningNode(
         folder=folder,
@@ -137,4 +171,5 @@ def make_node(folder: Path, *, stable_age: float = 2, lease: float = 60, workers
         stable_age=stable_age,
         lease=lease,
         workers=workers,
+        prepare_users=prepare_users,
     )
