@@ -1,0 +1,154 @@
+// The rule tester: a stored study (or an uploaded DICOM file) against a draft rule or all rules.
+import {get, post} from '../api.js';
+import {announce, badge, clear, empty, errorBox, field, h, table} from '../dom.js';
+
+function studyLabel(study) {
+  const tags = study.MainDicomTags || {};
+  const date = tags.StudyDate && tags.StudyDate.length === 8
+    ? `${tags.StudyDate.slice(0, 4)}-${tags.StudyDate.slice(4, 6)}-${tags.StudyDate.slice(6, 8)}`
+    : tags.StudyDate || 'no date';
+  return `${date} · ${tags.StudyDescription || '(no description)'} · ${tags.StudyInstanceUID || study.ID}`;
+}
+
+async function storedStudies() {
+  const studies = await get('/studies', {expand: 'true', limit: 200});
+  return studies.sort((a, b) => String(b.LastUpdate || '').localeCompare(String(a.LastUpdate || '')));
+}
+
+function json(value) {
+  return JSON.stringify(value);
+}
+
+function verdictView(verdict) {
+  return h(
+    'div',
+    {class: 'verdict'},
+    h('h4', {}, verdict.subject, ' ', badge(verdict.matched ? 'matched' : 'not matched')),
+    h(
+      'ul',
+      {class: 'clauses'},
+      (verdict.clauses || []).map((clause) =>
+        h(
+          'li',
+          {class: clause.passed ? 'pass' : 'fail'},
+          h('span', {class: 'mark', 'aria-hidden': 'true'}, clause.passed ? '✓' : '✗'),
+          h('span', {class: 'sr-only'}, clause.passed ? 'passed: ' : 'failed: '),
+          h('code', {}, clause.text),
+          clause.values && Object.keys(clause.values).length ? h('span', {class: 'muted'}, ` with ${json(clause.values)}`) : null,
+          !clause.passed && clause.explanation ? h('div', {class: 'explanation'}, clause.explanation) : null,
+        ),
+      ),
+    ),
+  );
+}
+
+function resultView(result, seriesByKey) {
+  const seriesNames = (result.series || []).map((key) => {
+    const series = seriesByKey.get(key);
+    return series ? `${key} (${series.modality || '?'} ${series.description || ''}, ${series.instances} instances)` : key;
+  });
+  const completeness = result.completeness;
+  return h(
+    'article',
+    {class: `card test-result ${result.matched ? 'matched' : 'unmatched'}`, 'data-rule': result.rule},
+    h('h3', {}, result.rule, ' ', badge(result.matched ? 'matched' : 'not matched'), result.enabled === false ? h('span', {class: 'muted'}, ' (disabled)') : null),
+    h(
+      'dl',
+      {class: 'facts'},
+      h('dt', {}, 'Series selected'),
+      h('dd', {class: 'selected-series'}, seriesNames.length ? seriesNames.join('; ') : 'none'),
+      h('dt', {}, 'Pipelines'),
+      h(
+        'dd',
+        {},
+        (result.pipelines || []).length
+          ? h(
+              'ul',
+              {class: 'plain'},
+              result.pipelines.map((pipeline) =>
+                h('li', {}, h('strong', {}, pipeline.name), ': ', pipeline.series_instance_uid ? h('span', {class: 'uid'}, pipeline.series_instance_uid) : 'no series', pipeline.reason ? h('span', {class: 'muted'}, ` — ${pipeline.reason}`) : null),
+              ),
+            )
+          : 'none',
+      ),
+      h('dt', {}, 'Completeness'),
+      h('dd', {}, completeness ? (completeness.complete ? 'complete' : `missing ${completeness.missing.join(', ')}`) : 'no required series'),
+    ),
+    h('details', {open: !result.matched}, h('summary', {}, 'Clauses'), (result.verdicts || []).map(verdictView)),
+  );
+}
+
+/** The tester; draft() gives the rule to test, or null to test all stored rules. */
+export function tester({draft, title = 'Test against a study'}) {
+  const select = h('select', {name: 'study'}, h('option', {value: ''}, 'Loading stored studies…'));
+  const file = h('input', {type: 'file', name: 'dicom', accept: '.dcm,application/dicom'});
+  const output = h('div', {class: 'test-output', 'aria-live': 'polite'});
+  const run = h('button', {type: 'submit'}, 'Run test');
+  const form = h(
+    'form',
+    {
+      class: 'tester',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const rule = draft ? draft() : null;
+        if (draft && !rule) return;
+        run.disabled = true;
+        clear(output).append(h('p', {class: 'muted'}, 'Testing…'));
+        try {
+          let answer;
+          if (file.files && file.files.length) {
+            const query = rule && rule.name ? {rule: rule.name} : undefined;
+            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom', query});
+          } else if (select.value) {
+            answer = await post('/ai/rules/test', rule ? {study: select.value, rule} : {study: select.value});
+          } else {
+            clear(output).append(errorBox('Pick a stored study or a DICOM file first.'));
+            return;
+          }
+          show(answer);
+          announce('Test finished.');
+        } catch (error) {
+          clear(output).append(errorBox(error));
+        } finally {
+          run.disabled = false;
+        }
+      },
+    },
+    h('h2', {}, title),
+    field('Stored study', select, 'Study date · description · Study Instance UID').row,
+    field('or a DICOM file', file, 'One instance; its series is tested as the whole study').row,
+    draft ? h('p', {class: 'muted small'}, 'Tests the rule as it is in the editor, saved or not. A file is tested against the saved rule of this name.') : null,
+    run,
+    output,
+  );
+
+  function show(answer) {
+    const study = answer.study || {};
+    const series = study.series || [];
+    const seriesByKey = new Map(series.map((item) => [item.key, item]));
+    clear(output).append(
+      h('h3', {}, 'Study ', h('span', {class: 'uid'}, study.study_instance_uid || '')),
+      series.length
+        ? table(
+            ['Key', 'Modality', 'Description', 'Instances', 'Series Instance UID'],
+            series.map((item) => [item.key, item.modality || '', item.description || '', String(item.instances), h('span', {class: 'uid'}, item.series_instance_uid)]),
+            'Series of the study',
+          )
+        : empty('The study has no series the rules look at.'),
+      (answer.results || []).length ? answer.results.map((result) => resultView(result, seriesByKey)) : empty('No rules to test.'),
+    );
+  }
+
+  storedStudies().then(
+    (studies) => {
+      clear(select).append(
+        h('option', {value: ''}, studies.length ? 'Choose a study…' : 'No studies stored'),
+        studies.map((study) => h('option', {value: study.ID}, studyLabel(study))),
+      );
+    },
+    (error) => {
+      clear(select).append(h('option', {value: ''}, `Could not list studies: ${error.message}`));
+    },
+  );
+  return form;
+}
