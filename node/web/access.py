@@ -129,7 +129,8 @@ def _cross_origin(headers: Mapping[str, str]) -> str | None:
         value = headers.get(name)
         if value is None:
             continue
-        if not host or _netloc(value) != _host_and_port(host, value):
+        origin = _netloc(value)
+        if origin is None or origin != _host_and_port(host, value):
             return f"{name.capitalize()} {value!r} is not this node ({host or 'no Host header'})"
         return None
     return None

@@ -6,6 +6,7 @@ would (a multipart/related answer, in chunks) and echoes what it was sent.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -201,3 +202,12 @@ def test_ensure_ohif_refuses_a_package_member_outside_dist(tmp_path) -> None:
     with pytest.raises(ConfigurationError, match="outside its folder"):
         ensure_ohif(tmp_path)
     assert not (tmp_path.parent / "escape.js").exists()
+
+
+def test_dicomweb_request_reaches_orthanc_as_the_node_s_read_only_user_not_the_browser_s(
+    dist, dicomweb
+) -> None:
+    client = Client(ViewerApp(dist, dicomweb, auth=("ai-node-viewer", "secret")))
+    response = client.get("/dicom-web/studies", headers={"Authorization": "Basic YnJvd3Nlcjpwdw=="})
+    expected = "Basic " + base64.b64encode(b"ai-node-viewer:secret").decode()
+    assert _echo(response.get_data())["headers"]["Authorization"] == expected

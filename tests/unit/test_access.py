@@ -1,0 +1,289 @@
+"""The access decision behind the plugin's incoming-request filter: roles × methods × CSRF."""
+
+from __future__ import annotations
+
+import base64
+import stat
+
+import pytest
+
+from node.credentials import (
+    Credentials,
+    CredentialsFile,
+    Role,
+    User,
+    add_user,
+    ensure_credentials,
+    load_credentials,
+    remove_user,
+    reset_password,
+)
+from node.errors import ConfigurationError
+from node.web.access import AccessPolicy, access_routes, basic_credentials
+from node.web.http import ApiResponse, Request
+from node.web.routes import Operation, Route, RouteTable
+
+HOST = "127.0.0.1:8042"
+USERS = Credentials(
+    {
+        "admin": User("admin", Role.ADMIN, "admin-pw"),
+        "ann": User("ann", Role.VIEWER, "viewer-pw"),
+        "ai-node": User("ai-node", Role.ADMIN, "service-pw", internal=True),
+    }
+)
+
+
+def _ok(request: Request) -> ApiResponse:
+    return ApiResponse(200, {})
+
+
+ROUTES = RouteTable(
+    [
+        Route("/ai/jobs", (Operation("GET", _ok, "jobs"),)),
+        Route("/ai/jobs/{job_id}/retry", (Operation("POST", _ok, "retry", write=True),)),
+        Route("/ai/rules/test", (Operation("POST", _ok, "test a rule"),)),
+        Route(
+            "/ai/rules/{name}",
+            (
+                Operation("GET", _ok, "rule"),
+                Operation("PUT", _ok, "change", write=True),
+                Operation("DELETE", _ok, "delete", write=True),
+            ),
+        ),
+    ]
+)
+
+
+def _policy(*, authentication: bool = True) -> AccessPolicy:
+    return AccessPolicy(ROUTES, lambda: USERS, authentication=authentication)
+
+
+def _headers(user: str | None = "admin", password: str | None = None, **extra: str) -> dict[str, str]:
+    passwords = {"admin": "admin-pw", "ann": "viewer-pw", "ai-node": "service-pw"}
+    headers = {"host": HOST, **{name.replace("_", "-"): value for name, value in extra.items()}}
+    if user is not None:
+        secret = password if password is not None else passwords.get(user, "x")
+        headers["authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+    return headers
+
+
+WRITE = {"x_requested_by": "tests"}
+
+
+@pytest.mark.parametrize("user", ["admin", "ann", "ai-node"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_every_known_user_may_read(user: str, method: str) -> None:
+    assert _policy().decide(method, "/ai/jobs", _headers(user)).allowed
+
+
+def test_an_unknown_user_is_refused() -> None:
+    decision = _policy().decide("GET", "/ai/jobs", _headers("mallory"))
+    assert (decision.allowed, decision.reason) == (False, "GET /ai/jobs: unknown user or wrong password")
+
+
+def test_a_wrong_password_is_refused_even_for_a_read() -> None:
+    assert not _policy().decide("GET", "/ai/jobs", _headers("admin", "old-password")).allowed
+
+
+def test_a_request_without_credentials_is_refused() -> None:
+    assert not _policy().decide("GET", "/ai/jobs", _headers(None)).allowed
+
+
+@pytest.mark.parametrize("user", ["admin", "ai-node"])
+def test_admins_and_the_service_user_may_change_the_node(user: str) -> None:
+    assert _policy().decide("POST", "/ai/jobs/3/retry", _headers(user, **WRITE)).allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/ai/jobs/3/retry"), ("PUT", "/ai/rules/ct"), ("DELETE", "/ai/rules/ct")]
+)
+def test_a_viewer_may_not_change_the_node(method: str, path: str) -> None:
+    decision = _policy().decide(method, path, _headers("ann", **WRITE))
+    assert not decision.allowed
+    assert decision.reason == f"{method} {path}: changes the node; user ann (viewer) may not"
+
+
+def test_a_viewer_may_post_to_an_operation_that_only_reads() -> None:
+    assert _policy().decide("POST", "/ai/rules/test", _headers("ann")).allowed
+
+
+def test_a_write_without_x_requested_by_is_refused() -> None:
+    decision = _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin"))
+    assert (decision.allowed, decision.reason) == (
+        False,
+        "POST /ai/jobs/3/retry: no X-Requested-By header (CSRF check)",
+    )
+
+
+def test_a_write_with_an_empty_x_requested_by_is_refused() -> None:
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin", x_requested_by=" ")).allowed
+
+
+def test_a_write_from_a_foreign_origin_is_refused() -> None:
+    decision = _policy().decide(
+        "POST", "/ai/jobs/3/retry", _headers("admin", origin="http://evil.example", **WRITE)
+    )
+    assert not decision.allowed
+    assert "Origin 'http://evil.example' is not this node (127.0.0.1:8042)" in decision.reason
+
+
+def test_a_write_from_the_same_origin_is_allowed() -> None:
+    headers = _headers("admin", origin=f"http://{HOST}", **WRITE)
+    assert _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+def test_a_write_from_another_port_of_the_same_host_is_refused() -> None:
+    headers = _headers("admin", origin="http://127.0.0.1:3000", **WRITE)
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+def test_a_null_origin_is_refused() -> None:
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin", origin="null", **WRITE)).allowed
+
+
+def test_default_ports_compare_equal() -> None:
+    headers = {**_headers("admin", origin="https://pacs.example", **WRITE), "host": "pacs.example:443"}
+    assert _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+def test_without_origin_the_referer_is_checked() -> None:
+    foreign = _headers("admin", referer="http://evil.example/page", **WRITE)
+    same = _headers("admin", referer=f"http://{HOST}/ai/ui/rules", **WRITE)
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", foreign).allowed
+    assert _policy().decide("POST", "/ai/jobs/3/retry", same).allowed
+
+
+def test_the_origin_wins_over_the_referer() -> None:
+    headers = _headers("admin", origin=f"http://{HOST}", referer="http://evil.example/", **WRITE)
+    assert _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/studies/abc"),
+        ("POST", "/instances"),
+        ("PUT", "/tools/log-level"),
+        ("POST", "/tools/execute-script"),
+        ("POST", "/modalities/pacs/store"),
+        ("POST", "/dicom-web/studies"),
+    ],
+)
+def test_a_viewer_may_not_change_orthanc(method: str, path: str) -> None:
+    decision = _policy().decide(method, path, _headers("ann"))
+    assert not decision.allowed
+    assert decision.reason == f"{method} {path}: changes Orthanc; user ann (viewer) may not"
+
+
+@pytest.mark.parametrize(
+    "path", ["/tools/find", "/tools/lookup", "/studies/abc/archive", "/tools/create-archive"]
+)
+def test_a_viewer_may_search_and_download_from_orthanc(path: str) -> None:
+    assert _policy().decide("POST", path, _headers("ann")).allowed
+
+
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/studies/abc"), ("POST", "/instances")])
+def test_an_admin_may_change_orthanc_without_x_requested_by(method: str, path: str) -> None:
+    assert _policy().decide(method, path, _headers("admin")).allowed
+
+
+def test_an_admin_change_to_orthanc_from_a_foreign_origin_is_refused() -> None:
+    headers = _headers("admin", origin="http://evil.example")
+    assert not _policy().decide("DELETE", "/studies/abc", headers).allowed
+
+
+def test_without_authentication_everyone_is_an_admin_but_csrf_checks_stay() -> None:
+    policy = _policy(authentication=False)
+    assert policy.decide("DELETE", "/studies/abc", {"host": HOST}).allowed
+    assert policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST, "x-requested-by": "x"}).allowed
+    assert not policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST}).allowed
+
+
+def test_an_unknown_ai_route_is_left_to_orthanc_to_refuse() -> None:
+    assert _policy().decide("POST", "/ai/no-such-route", _headers("ann")).allowed
+
+
+@pytest.mark.parametrize(
+    "value", ["Bearer abc", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), ""]
+)
+def test_malformed_authorization_headers_name_no_one(value: str) -> None:
+    assert basic_credentials({"authorization": value}) is None
+
+
+def test_a_password_may_contain_a_colon() -> None:
+    token = base64.b64encode(b"admin:pa:ss").decode()
+    assert basic_credentials({"authorization": f"Basic {token}"}) == ("admin", "pa:ss")
+
+
+def test_me_answers_the_user_and_role() -> None:
+    (route,) = access_routes(_policy())
+    operation = route.operation("GET")
+    assert operation is not None
+    answer = operation.handler(Request("GET", "/ai/me", headers=_headers("ann")))
+    assert (answer.status, answer.body) == (200, {"user": "ann", "role": "viewer"})
+
+
+# The credentials file the filter reads.
+
+
+def test_first_use_creates_admin_service_and_viewer_proxy_users_in_a_private_file(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    credentials, admin = ensure_credentials(path)
+    assert admin is not None and admin.role is Role.ADMIN
+    assert credentials.service.role is Role.ADMIN and credentials.viewer_proxy.role is Role.VIEWER
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_second_use_creates_no_new_admin(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    first, _ = ensure_credentials(path)
+    second, admin = ensure_credentials(path)
+    assert admin is None
+    assert second == first
+
+
+def test_a_removed_user_is_refused_at_once(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    ensure_credentials(path)
+    user = add_user(path, "ann", Role.VIEWER)
+    file = CredentialsFile(path)
+    policy = AccessPolicy(ROUTES, file.current)
+    headers = {"authorization": user.authorization_header(), "host": HOST}
+    assert policy.decide("GET", "/ai/jobs", headers).allowed
+    remove_user(path, "ann")
+    assert not policy.decide("GET", "/ai/jobs", headers).allowed
+
+
+def test_a_reset_password_refuses_the_old_one(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    _, admin = ensure_credentials(path)
+    assert admin is not None
+    changed = reset_password(path, "admin")
+    credentials = load_credentials(path)
+    assert credentials.check("admin", admin.password) is None
+    assert credentials.check("admin", changed.password) == changed
+
+
+def test_the_node_s_own_users_cannot_be_removed(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    ensure_credentials(path)
+    with pytest.raises(ConfigurationError, match="user 'ai-node' is the node's own; it cannot be removed"):
+        remove_user(path, "ai-node")
+
+
+def test_the_last_admin_cannot_be_removed(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    ensure_credentials(path)
+    with pytest.raises(ConfigurationError, match="user 'admin' is the last admin"):
+        remove_user(path, "admin")
+
+
+def test_a_user_name_with_a_colon_is_refused(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    with pytest.raises(ConfigurationError, match="user name 'a:b' is not valid"):
+        add_user(path, "a:b", Role.VIEWER)
+
+
+def test_a_missing_credentials_file_says_how_to_create_it(tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match=r"does not exist: start the node once"):
+        load_credentials(tmp_path / "credentials.json")
