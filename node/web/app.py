@@ -2,29 +2,102 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from node.config import Settings
 from node.intake import Intake
+from node.jobs.config_store import SubjectType
+from node.jobs.deliveries import DeliveryStore
 from node.web.api import NodeApi
-from node.web.routes import RouteTable, merge
+from node.web.console import console_routes
+from node.web.dashboard_api import DashboardApi
+from node.web.destinations_api import DestinationsApi
+from node.web.http import ApiResponse, Request
+from node.web.openapi import build_openapi
+from node.web.operations_api import OperationsApi
+from node.web.routes import Operation, Route, RouteTable, merge
+from node.web.rules_api import RulesApi
+from node.web.tester import RuleTester
 
 GetJson = Callable[[str], Any]
 
 
 @dataclass
 class NodeContext:
-    """The node's parts as the plugin builds them, handed to every group of routes."""
+    """The node's parts as the plugin builds them, handed to every group of routes.
+
+    Stores left as None are built over the job store's engine, so the plugin only has to pass
+    what it alone has (Orthanc's REST API)."""
 
     settings: Settings
     intake: Intake
     #: GET on this Orthanc's REST API (in the plugin: orthanc.RestApiGet), decoded JSON
     get_json: GetJson
     health_extra: Callable[[], dict[str, Any]] = field(default=dict)
+    deliveries: DeliveryStore | None = None
 
 
 def build_routes(context: NodeContext) -> RouteTable:
-    api = NodeApi(context.intake, context.health_extra)
-    return merge(api.routes())
+    engine = context.intake.store.engine
+    # the intake's stores: the rules it routes by are the ones these routes change
+    config = context.intake.config
+    deliveries = context.deliveries or DeliveryStore(engine)
+    waiting = context.intake.waits.count_waiting
+    registry = context.intake.registry
+
+    operations = OperationsApi(context.intake.store, deliveries, config)
+    rules = RulesApi(config, registry)
+    groups: list[Iterable[Route]] = [
+        _extended(NodeApi(context.intake, context.health_extra).routes(), operations),
+        operations.routes(),
+        rules.routes(),
+        RuleTester(rules, config, registry, context.intake.summarize).routes(),
+        DestinationsApi(config, context.get_json).routes(),
+        DashboardApi(engine, waiting).routes(),
+        console_routes(),
+    ]
+    document: dict[str, Any] = {}
+
+    def openapi(request: Request) -> ApiResponse:
+        # built on first use: the table it describes includes this very route
+        if not document:
+            document.update(build_openapi(table))
+        return ApiResponse(200, document)
+
+    described = Route(
+        "/ai/openapi.json",
+        (
+            Operation(
+                "GET",
+                openapi,
+                "This document: the OpenAPI 3.1 description of every /ai/ route",
+                response_schema={"type": "object"},
+            ),
+        ),
+    )
+    table = merge(*(list(group) for group in groups), [described])
+    return table
+
+
+def _extended(routes: list[Route], operations: OperationsApi) -> list[Route]:
+    """node.web.api's job routes with the additions of issue 5: a job's deliveries, and its
+    retry recorded in the audit trail."""
+    wrappers: dict[tuple[str, str], Callable[[Operation], Operation]] = {
+        ("/ai/jobs/{job_id}", "GET"): lambda op: replace(
+            op, handler=operations.job_with_deliveries(op.handler)
+        ),
+        ("/ai/jobs/{job_id}/retry", "POST"): lambda op: replace(
+            op, handler=operations.audited(op.handler, "retry", SubjectType.JOB)
+        ),
+    }
+    return [
+        replace(
+            route,
+            operations=tuple(
+                wrappers.get((route.path, op.method), lambda same: same)(op) for op in route.operations
+            ),
+        )
+        for route in routes
+    ]

@@ -1,0 +1,115 @@
+"""GET /ai/dashboard: the numbers an admin looks at first, in one request.
+
+Read-only SQL over the job database's tables; the stores offer per-row reads, and a dashboard
+polled every few seconds should not list thousands of rows to count them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, func, select
+
+from node.jobs.common import to_iso
+from node.jobs.models import DeliveryRow, DeliveryStatus, JobRow, JobStatus
+from node.web.http import ApiResponse, Request
+from node.web.params import answers
+from node.web.routes import Operation, Route
+
+JOBS = cast(Table, JobRow.__table__)
+DELIVERIES = cast(Table, DeliveryRow.__table__)
+RECENT_FAILURES = 20
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "queue_depth": {"type": "integer"},
+        "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "recent_failures": {"type": "array", "items": {"type": "object"}},
+        "waiting_studies": {"type": "integer"},
+    },
+}
+
+
+class DashboardApi:
+    def __init__(self, engine: Engine, waiting_studies: Callable[[], int]) -> None:
+        self.engine = engine
+        self.waiting_studies = waiting_studies
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/ai/dashboard",
+                (
+                    Operation(
+                        "GET",
+                        answers(self.dashboard),
+                        "Queue depth, jobs and deliveries per status, recent failures",
+                        response_schema=SCHEMA,
+                    ),
+                ),
+            )
+        ]
+
+    def dashboard(self, request: Request) -> ApiResponse:
+        with self.engine.begin() as connection:
+            jobs: dict[Any, int] = dict(
+                connection.execute(select(JOBS.c.status, func.count()).group_by(JOBS.c.status)).all()
+            )
+            deliveries: dict[Any, int] = dict(
+                connection.execute(
+                    select(DELIVERIES.c.status, func.count()).group_by(DELIVERIES.c.status)
+                ).all()
+            )
+            failed_jobs = connection.execute(
+                select(JOBS)
+                .where(JOBS.c.status == JobStatus.FAILED)
+                .order_by(JOBS.c.updated_at.desc(), JOBS.c.id.desc())
+                .limit(RECENT_FAILURES)
+            ).all()
+            failed_deliveries = connection.execute(
+                select(DELIVERIES, JOBS.c.study_instance_uid, JOBS.c.pipeline_name)
+                .join(JOBS, JOBS.c.id == DELIVERIES.c.job_id)
+                .where(DELIVERIES.c.status == DeliveryStatus.FAILED)
+                .order_by(DELIVERIES.c.updated_at.desc(), DELIVERIES.c.id.desc())
+                .limit(RECENT_FAILURES)
+            ).all()
+        failures = [
+            {
+                "kind": "job",
+                "id": row.id,
+                "job_id": row.id,
+                "at": to_iso(row.updated_at),
+                "study_instance_uid": row.study_instance_uid,
+                "pipeline": row.pipeline_name,
+                "destination": None,
+                "error": row.error or "",
+            }
+            for row in failed_jobs
+        ] + [
+            {
+                "kind": "delivery",
+                "id": row.id,
+                "job_id": row.job_id,
+                "at": to_iso(row.updated_at),
+                "study_instance_uid": row.study_instance_uid,
+                "pipeline": row.pipeline_name,
+                "destination": row.destination,
+                "error": row.last_error or "",
+            }
+            for row in failed_deliveries
+        ]
+        failures.sort(key=lambda failure: str(failure["at"]), reverse=True)
+        job_counts = {status.value: int(jobs.get(status, 0)) for status in JobStatus}
+        return ApiResponse(
+            200,
+            {
+                "queue_depth": job_counts[JobStatus.QUEUED.value],
+                "jobs": job_counts,
+                "deliveries": {status.value: int(deliveries.get(status, 0)) for status in DeliveryStatus},
+                "recent_failures": failures[:RECENT_FAILURES],
+                "waiting_studies": self.waiting_studies(),
+            },
+        )

@@ -1,0 +1,297 @@
+"""POST /ai/rules/test: what the rules would do with a study, clause by clause.
+
+The study is one Orthanc already has (``{"study": "<orthanc id>"}``) or DICOM files sent with
+the request (``application/dicom``, or a browser form's ``multipart/form-data``). Either way it
+is seen as routing sees it (the loop guard first: the node's own SEG and SR are never inputs),
+and for every rule — or only a draft, or only the one named by ``?rule=`` — the answer says
+whether it matches, which series it selects, which series each pipeline would run on (or why
+none), whether the study is complete, and each clause's verdict on each subject.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pydicom
+from pydantic import ValidationError
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from node.errors import NodeError
+from node.imaging.series import SeriesSummary, matches
+from node.jobs.config_store import ConfigStore
+from node.routing import StudySeries, StudySummary, choose_series
+from node.rules.attributes import study_from_datasets
+from node.rules.completeness import check_completeness
+from node.rules.engine import RuleMatch, match_rule, order_rules
+from node.rules.model import Level, Rule
+from node.web.http import ApiResponse, Request
+from node.web.params import RequestError, answers, json_object
+from node.web.routes import Operation, Route
+from node.web.rules_api import RulesApi, model_problems
+from pipelines.registry import PipelineRegistry
+
+DICOM = "application/dicom"
+MULTIPART = "multipart/form-data"
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "study": {
+            "type": "object",
+            "properties": {
+                "study_instance_uid": {"type": "string"},
+                "series": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "rule": {"type": "string"},
+                    "enabled": {"type": "boolean"},
+                    "matched": {"type": "boolean"},
+                    "series": {"type": "array", "items": {"type": "string"}},
+                    "pipelines": {"type": "array", "items": {"type": "object"}},
+                    "completeness": {"type": ["object", "null"]},
+                    "verdicts": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        },
+    },
+}
+
+
+class RuleTester:
+    def __init__(
+        self,
+        rules: RulesApi,
+        config: ConfigStore,
+        registry: PipelineRegistry,
+        summarize: Callable[[str], StudySummary],
+    ) -> None:
+        self.rules = rules
+        self.config = config
+        self.registry = registry
+        self.summarize = summarize
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/ai/rules/test",
+                (
+                    Operation(
+                        "POST",
+                        answers(self.test),
+                        "Test the rules (or a draft, or ?rule=) on a stored study or uploaded DICOM files",
+                        query={"rule": "test only the stored rule of this name"},
+                        request_schema={
+                            "type": "object",
+                            "properties": {
+                                "study": {"type": "string", "description": "Orthanc study id"},
+                                "rule": {"type": "object", "description": "a draft rule document"},
+                            },
+                            "required": ["study"],
+                        },
+                        request_media_types=("application/json", DICOM, MULTIPART),
+                        response_schema=RESULT_SCHEMA,
+                    ),
+                ),
+            )
+        ]
+
+    def test(self, request: Request) -> ApiResponse:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        draft: Rule | None = None
+        if media_type == DICOM:
+            study = summary_of_files([_read_dicom(request.body, "the request body")])
+        elif media_type == MULTIPART:
+            study = summary_of_files(_form_files(request))
+        else:
+            body = json_object(request)
+            study_id = body.get("study")
+            if not isinstance(study_id, str) or not study_id:
+                raise RequestError(
+                    400,
+                    'give {"study": "<Orthanc study id>"} as JSON, or send DICOM files '
+                    f"({DICOM} or {MULTIPART})",
+                )
+            try:
+                study = self.summarize(study_id)
+            except NodeError as error:
+                raise RequestError(404, f"Orthanc has no study {study_id}") from error
+            if body.get("rule") is not None:
+                draft = _draft(body["rule"])
+        rules = self._rules(request, draft)
+        return ApiResponse(
+            200, {"study": _study_json(study), "results": [self.result(rule, study) for rule in rules]}
+        )
+
+    def _rules(self, request: Request, draft: Rule | None) -> list[Rule]:
+        if draft is not None:
+            return [draft]
+        name = request.query.get("rule")
+        if name is not None:
+            if self.config.get_rule(name) is None:
+                raise RequestError(404, f"there is no rule named {name!r}")
+            return self.rules.stored_rules([name])
+        return order_rules(self.rules.stored_rules())
+
+    def result(self, rule: Rule, study: StudySummary) -> dict[str, Any]:
+        view = study.rule_view()
+        match = match_rule(rule, view)
+        completeness = check_completeness(rule, view)
+        return {
+            "rule": rule.name,
+            "enabled": rule.enabled,
+            "level": rule.level.value,
+            "priority": rule.priority.value,
+            "matched": match.matched,
+            "series": list(match.series),
+            "pipelines": [self._pipeline(name, match, study) for name in rule.pipelines],
+            "destinations": list(rule.destinations),
+            "completeness": None if completeness is None else completeness.to_json(),
+            "verdicts": [
+                {
+                    "subject": verdict.subject,
+                    "matched": verdict.matched,
+                    "clauses": [
+                        {
+                            "text": clause.text,
+                            "passed": clause.passed,
+                            "values": dict(clause.values),
+                            "explanation": clause.describe(),
+                        }
+                        for clause in verdict.clauses
+                    ],
+                }
+                for verdict in match.verdicts
+            ],
+        }
+
+    def _pipeline(self, name: str, match: RuleMatch, study: StudySummary) -> dict[str, Any]:
+        def answer(series: StudySeries | None, reason: str) -> dict[str, Any]:
+            uid = None if series is None else series.summary.series_instance_uid
+            return {"name": name, "series_instance_uid": uid, "reason": reason}
+
+        if name not in self.registry.names():
+            return answer(None, f"pipeline {name!r} is not installed on this node")
+        if not match.matched:
+            return answer(None, "the rule does not match this study")
+        if match.rule.level is Level.SERIES:
+            candidates = [study.series_by_key(key) for key in match.series]
+            scope = "series the rule selects"
+        else:
+            candidates = study.input_series()
+            scope = "input series of the study"
+        pipeline = self.registry.get(name)
+        chosen = choose_series(candidates, pipeline)
+        if chosen is None:
+            why = "; ".join(
+                f"{c.summary.label()}: {', '.join(matches(c.summary, pipeline.accepts))}" for c in candidates
+            )
+            return answer(None, f"none of the {scope} suits {name}: {why or 'there are none'}")
+        accepted = sum(1 for c in candidates if not matches(c.summary, pipeline.accepts))
+        return answer(
+            chosen,
+            f"runs on {chosen.summary.label()}: the largest of the {accepted} {scope} it accepts",
+        )
+
+
+def summary_of_files(datasets: Sequence[Dataset]) -> StudySummary:
+    """Uploaded instances as routing sees a stored study, series keyed by Series Instance UID."""
+    study = study_from_datasets(datasets)
+    members: dict[str, list[Dataset]] = {}
+    for dataset in datasets:
+        members.setdefault(str(dataset.get("SeriesInstanceUID", "")), []).append(dataset)
+    series = []
+    for item in study.series:
+        first = members[item.key][0]
+        orientation = first.get("ImageOrientationPatient")
+        thickness = first.get("SliceThickness")
+        number = first.get("SeriesNumber")
+        series.append(
+            StudySeries(
+                orthanc_id=item.key,
+                summary=SeriesSummary(
+                    series_instance_uid=item.key,
+                    modality=str(first.get("Modality", "")),
+                    instance_count=item.instance_count,
+                    image_orientation=None if not orientation else tuple(float(v) for v in orientation),
+                    sop_class_uid=str(first.get("SOPClassUID", "")) or None,
+                    series_description=str(first.get("SeriesDescription", "")),
+                    series_number=None if number in (None, "") else int(number),
+                    body_part=str(first.get("BodyPartExamined", "")).strip().upper() or None,
+                    slice_thickness_mm=None if thickness in (None, "") else float(thickness),
+                ),
+                manufacturer=str(first.get("Manufacturer", "")),
+                attributes=item.attributes,
+            )
+        )
+    return StudySummary(
+        orthanc_id="",
+        study_instance_uid=str(datasets[0].get("StudyInstanceUID", "")),
+        series=tuple(series),
+        attributes=study.attributes,
+    )
+
+
+def _read_dicom(data: bytes, label: str) -> Dataset:
+    if not data:
+        raise RequestError(400, f"{label} is empty; send a DICOM file")
+    try:
+        # headers are all the rules read; pixel data is never needed here
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as error:
+        raise RequestError(400, f"{label} is not a DICOM file ({error})") from error
+
+
+def _form_files(request: Request) -> list[Dataset]:
+    """The file parts of a multipart/form-data body, read as DICOM."""
+    head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
+    if not message.is_multipart():
+        raise RequestError(400, "the multipart/form-data body could not be read (is the boundary right?)")
+    files = []
+    for part in message.walk():
+        if part.get_filename() is None:
+            continue
+        payload = part.get_payload(decode=True)
+        files.append(
+            _read_dicom(payload if isinstance(payload, bytes) else b"", f"file {part.get_filename()!r}")
+        )
+    if not files:
+        raise RequestError(400, "the form has no file part; attach a DICOM file")
+    return files
+
+
+def _draft(document: Any) -> Rule:
+    if not isinstance(document, dict):
+        raise RequestError(400, "rule must be a rule document (a JSON object)")
+    try:
+        return Rule.model_validate(document)
+    except ValidationError as error:
+        raise RequestError(422, "the draft rule is invalid", problems=model_problems(error)) from error
+
+
+def _study_json(study: StudySummary) -> dict[str, Any]:
+    return {
+        "study_instance_uid": study.study_instance_uid,
+        "series": [
+            {
+                "key": series.orthanc_id,
+                "series_instance_uid": series.summary.series_instance_uid,
+                "modality": series.summary.modality,
+                "description": series.summary.series_description,
+                "instances": series.summary.instance_count,
+                # the node's own results are shown but never routed (the loop guard)
+                "input": not series.is_node_output,
+            }
+            for series in study.series
+        ],
+    }
