@@ -1,0 +1,341 @@
+"""The admin console (/ai/ui/) in Chromium against a real node: an admin routes a CT through a rule
+made in the editor to a DICOM destination that is down, sees the job run and the delivery fail,
+starts the peer and retries the delivery; a viewer can change nothing, and the API says so.
+
+The node has its own data folder and a delivery policy of one attempt, so that a delivery to a
+closed port fails at once instead of after the default backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+import yaml
+
+from node.destinations.config import DicomConfig
+from node.destinations.dicom import DicomDestination
+from node.samples import copy_with_new_uids
+from tests.e2e.conftest import WINDOW
+from tests.integration.node_fixture import RunningNode, free_port
+from tests.requirements import require_or_skip, sample_series
+
+pytestmark = pytest.mark.e2e
+
+RULE = "ct-to-pacs"
+DESTINATION = "pacs"
+PEER_AE = "REMOTE"
+#: how long the browser waits for the node (a CT job takes ~20 s on two cores)
+JOB_TIMEOUT_MS = 300_000
+STEP_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class ConsoleNode(RunningNode):
+    """A node whose failed deliveries are not retried on their own (one attempt)."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = yaml.safe_load(self.config_file.read_text())
+        config["delivery"] = {"max_attempts": 1, "base_delay": 1}
+        self.config_file.write_text(yaml.safe_dump(config))
+
+
+@dataclass(frozen=True)
+class StoredCt:
+    folder: Path
+    study_instance_uid: str
+    series_instance_uid: str
+
+
+def _first_dataset(folder: Path) -> pydicom.Dataset:
+    first = next(path for path in sorted(folder.iterdir()) if path.is_file())
+    return pydicom.dcmread(first, stop_before_pixels=True)
+
+
+def _new_ct(tmp_path_factory: pytest.TempPathFactory, name: str) -> StoredCt:
+    folder = copy_with_new_uids(sample_series("ct"), tmp_path_factory.mktemp(name))
+    first = _first_dataset(folder)
+    return StoredCt(folder, str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
+
+
+@pytest.fixture(scope="module")
+def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleNode]:
+    for tool in ("Orthanc", "storescu", "storescp"):
+        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
+    require_or_skip(
+        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
+        "orthanc-python is not installed (make setup installs it)",
+    )
+    folder = tmp_path_factory.mktemp("console-node")
+    node = ConsoleNode(folder=folder, http_port=free_port(), dicom_port=free_port(), stable_age=2, lease=60)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def stored_ct(console_node: ConsoleNode, tmp_path_factory: pytest.TempPathFactory) -> StoredCt:
+    """A CT already in the node before any rule exists: the tester's study."""
+    ct = _new_ct(tmp_path_factory, "console-stored-ct")
+    console_node.send(ct.folder)
+    console_node.wait_for_jobs(ct.study_instance_uid, timeout=300)
+    return ct
+
+
+class Screens:
+    """Screenshots of each step, kept in pytest's temporary folder for a failure's reader."""
+
+    def __init__(self, page: Any, folder: Path) -> None:
+        self.page = page
+        self.folder = folder
+        self.count = 0
+
+    def take(self, name: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
+
+
+def _page(browser: Any, node: RunningNode, role: str) -> tuple[Any, Any, list[str]]:
+    user, password = node.admin if role == "admin" else node.viewer
+    context = browser.new_context(viewport=WINDOW, http_credentials={"username": user, "password": password})
+    page = context.new_page()
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Chromium also logs every 4xx answer as a console error; only the page's own errors count.
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    return context, page, errors
+
+
+@dataclass
+class StoreScp:
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes]
+
+    def received_uids(self) -> set[str]:
+        return {str(pydicom.dcmread(path).SOPInstanceUID) for path in self.folder.iterdir() if path.is_file()}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_storescp(port: int, folder: Path) -> StoreScp:
+    """DCMTK's storescp on ``port``, once it answers C-ECHO."""
+    received = folder / "received"
+    received.mkdir()
+    log = open(folder / "storescp.log", "wb")  # noqa: SIM115 - handed to the process
+    process = subprocess.Popen(
+        ["storescp", "-od", str(received), "-aet", PEER_AE, str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TCP_NODELAY="1"),
+    )
+    log.close()
+    peer = DicomDestination(
+        DicomConfig(
+            type="dicom",
+            name="probe",
+            ae_title=PEER_AE,
+            host="127.0.0.1",
+            port=port,
+            timeout=timedelta(seconds=5),
+        )
+    )
+    deadline = time.monotonic() + 10
+    while not peer.test().ok:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"storescp did not start: {(folder / 'storescp.log').read_text()}")
+        time.sleep(0.1)
+    return StoreScp(port, received, process)
+
+
+def test_the_console_is_served_with_its_security_headers(console_node: ConsoleNode) -> None:
+    session = console_node.session("admin")
+
+    page = session.get(f"{console_node.url}/ai/ui/", timeout=10)
+    redirect = session.get(f"{console_node.url}/ai/ui", timeout=10, allow_redirects=False)
+    anonymous = requests.get(f"{console_node.url}/ai/ui/", timeout=10)
+
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert (redirect.status_code, redirect.headers.get("Location")) == (301, "/ai/ui/")
+    assert anonymous.status_code == 401
+
+
+def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery(
+    browser: Any,
+    console_node: ConsoleNode,
+    stored_ct: StoredCt,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from playwright.sync_api import expect
+
+    screens_folder = tmp_path_factory.mktemp("console-admin")
+    context, page, errors = _page(browser, console_node, "admin")
+    screens = Screens(page, screens_folder)
+    peer_port = free_port()
+    peer: StoreScp | None = None
+    try:
+        # The dashboard counts the stored CT's job.
+        page.goto(f"{console_node.url}/ai/ui/")
+        expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
+        expect(page.locator("#queue-depth")).to_have_text(re.compile(r"^\d+$"))
+        expect(page.locator("dd[data-status='done']")).to_have_text(re.compile(r"^[1-9]\d*$"))
+        screens.take("dashboard")
+
+        # A DICOM destination that is down (nothing listens on its port yet).
+        page.get_by_role("link", name="Destinations").click()
+        page.get_by_role("button", name="New destination").click()
+        form = page.get_by_role("form", name="New destination")
+        form.get_by_label("Name", exact=True).fill(DESTINATION)
+        form.get_by_label("Called AE title (peer)").fill(PEER_AE)
+        form.get_by_label("Host").fill("127.0.0.1")
+        form.get_by_label("Port").fill(str(peer_port))
+        form.get_by_label("Timeout (s)").fill("5")
+        form.get_by_role("button", name="Save destination").click()
+        row = page.get_by_role("row").filter(has_text=f"{PEER_AE} @ 127.0.0.1:{peer_port}")
+        expect(row).to_be_visible()
+        row.get_by_role("button", name=f"Test {DESTINATION}").click()
+        expect(row.locator(".test-outcome")).to_contain_text("failed")
+        screens.take("destination-down")
+
+        # The rule: an invalid condition shows the parser's message live, then a valid one.
+        page.get_by_role("link", name="Rules").click()
+        page.get_by_role("link", name="New rule").click()
+        page.get_by_label("Name", exact=True).fill(RULE)
+        condition = page.get_by_label("Condition", exact=True)
+        condition.fill('Modality == "CT" and and')
+        message = page.locator("#condition-message")
+        expect(message).to_have_class(re.compile(r"\binvalid\b"))
+        expect(message).to_contain_text("line 1")
+        expect(condition).to_have_attribute("aria-invalid", "true")
+        screens.take("rule-invalid")
+        condition.fill('Modality == "CT"')
+        expect(message).to_have_text("Condition is valid.")
+        page.get_by_role("checkbox", name=re.compile(r"^ct-tissue")).check()
+        page.get_by_role("checkbox", name=re.compile(rf"^{DESTINATION}\b")).check()
+        expect(page.get_by_role("checkbox", name=re.compile(r"^this-orthanc"))).to_be_checked()
+
+        # The tester: the stored CT matches the draft, with its CT series chosen.
+        page.get_by_label("Stored study").select_option(
+            value=console_node.orthanc_study_id(stored_ct.study_instance_uid)
+        )
+        page.get_by_role("button", name="Run test").click()
+        result = page.locator(f"article[data-rule='{RULE}']")
+        expect(result.locator("h3 .badge")).to_have_text("matched")
+        expect(result).to_contain_text(stored_ct.series_instance_uid)
+        expect(result.locator(".selected-series")).to_contain_text("CT")
+        screens.take("rule-tested")
+
+        page.get_by_role("button", name="Create rule").click()
+        expect(page).to_have_url(re.compile(rf"#/rules/{RULE}$"))
+        expect(page.get_by_role("heading", name=f"Rule {RULE}", level=1)).to_be_visible()
+        page.get_by_role("link", name="All rules").click()
+        expect(page.get_by_role("link", name=RULE)).to_be_visible()
+
+        # A new CT is routed through the rule; its job runs to done in the jobs page.
+        ct = _new_ct(tmp_path_factory, "console-routed-ct")
+        console_node.send(ct.folder)
+        page.goto(f"{console_node.url}/ai/ui/#/jobs?study={ct.study_instance_uid}")
+        job_row = page.get_by_role("row").filter(has_text="ct-tissue")
+        expect(job_row.locator(".badge")).to_have_text("done", timeout=JOB_TIMEOUT_MS)
+        screens.take("job-done")
+        job_row.get_by_role("link").first.click()
+        expect(page.locator("#job-status")).to_have_text("done")
+        expect(page.locator("tr[data-stage]").first).to_be_visible()
+        assert page.locator("tr[data-stage]").count() >= 3
+        expect(page.get_by_role("link", name="Study in Orthanc Explorer")).to_have_attribute(
+            "href", re.compile(r"/app/explorer\.html#study\?uuid=")
+        )
+
+        # Its delivery to the closed port fails (one attempt), and is retried once the peer is up.
+        delivery = page.get_by_role("row").filter(has_text=DESTINATION).filter(has_not_text="this-orthanc")
+        expect(delivery.locator(".badge")).to_have_text("failed", timeout=JOB_TIMEOUT_MS)
+        screens.take("delivery-failed")
+        peer = start_storescp(peer_port, tmp_path_factory.mktemp("console-peer"))
+        delivery.get_by_role("button", name=f"Retry delivery to {DESTINATION}").click()
+        expect(delivery.locator(".badge")).to_have_text("delivered", timeout=JOB_TIMEOUT_MS)
+        screens.take("delivery-retried")
+        assert peer.received_uids(), "the peer received nothing"
+
+        # Every change is in the audit log.
+        page.get_by_role("link", name="Audit log").click()
+        expect(page.get_by_role("row").filter(has_text=RULE).first).to_be_visible()
+        expect(page.get_by_role("row").filter(has_text=DESTINATION).first).to_be_visible()
+        assert errors == [], f"errors in the page: {errors}"
+    except Exception:
+        screens.take("failure")
+        raise
+    finally:
+        if peer is not None:
+            peer.stop()
+        context.close()
+
+
+def test_a_viewer_sees_no_edit_controls_and_the_api_refuses_their_changes(
+    browser: Any, console_node: ConsoleNode, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from playwright.sync_api import expect
+
+    admin = console_node.session("admin")
+    rule = {"name": "viewer-sees-this", "condition": 'Modality == "MR"', "pipelines": ["brain-extraction"]}
+    created = admin.post(f"{console_node.url}/ai/rules", json=rule, timeout=10)
+    assert created.status_code == 201, created.text
+    context, page, _ = _page(browser, console_node, "viewer")
+    screens = Screens(page, tmp_path_factory.mktemp("console-viewer"))
+    try:
+        page.goto(f"{console_node.url}/ai/ui/#/rules")
+        expect(page.locator("#who")).to_contain_text("read only")
+        expect(page.get_by_role("link", name=rule["name"])).to_be_visible()
+        expect(page.get_by_role("link", name="New rule")).to_have_count(0)
+        page.get_by_role("link", name=rule["name"]).click()
+        expect(page.get_by_label("Condition", exact=True)).to_be_disabled()
+        expect(page.get_by_role("button", name="Save rule")).to_have_count(0)
+        expect(page.get_by_role("button", name="Delete rule")).to_have_count(0)
+        page.get_by_role("link", name="Destinations").click()
+        expect(page.get_by_role("row").filter(has_text="this-orthanc")).to_be_visible()
+        expect(page.get_by_role("button", name="New destination")).to_have_count(0)
+        screens.take("viewer")
+
+        # The page hides the controls; the API refuses the change itself.
+        status = page.evaluate(
+            """async (rule) => {
+                const answer = await fetch('/ai/rules', {
+                    method: 'POST',
+                    headers: {'Content-Type': 'application/json', 'X-Requested-By': 'ai-node-console'},
+                    body: JSON.stringify({...rule, name: 'from-a-viewer'}),
+                });
+                return answer.status;
+            }""",
+            rule,
+        )
+        assert status == 403
+        names = [stored["name"] for stored in admin.get(f"{console_node.url}/ai/rules", timeout=10).json()]
+        assert "from-a-viewer" not in names
+    finally:
+        context.close()
