@@ -17,7 +17,7 @@ APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-example
 APT_COMMANDS := npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages venv demo run start stop viewer test test-unit test-integration bench bench-pipelines lint clean
+.PHONY: setup system-packages venv demo run start stop users viewer test test-unit test-integration bench bench-pipelines lint clean
 
 setup: system-packages venv
 
@@ -58,6 +58,10 @@ start: setup
 
 stop:
 	@if [ -x $(AI_NODE) ]; then $(AI_NODE) stop; else echo "The node is not installed."; fi
+
+# The admin password is printed once, on the first start; it stays in var/credentials.json.
+users: setup
+	$(AI_NODE) users list
 
 # OHIF on the running node's studies: fetched once with npm into .cache/ohif, DICOMweb proxied.
 VIEWER_PORT ?= 3000
