@@ -218,6 +218,7 @@ def cmd_users(args: argparse.Namespace) -> int:
             print(f"{user.name:<24} {user.role.value:<7}{note}")
         return 0
     if args.action == "add":
+        _prepare_users(settings)  # before the first start: the admin's password is shown too
         user = add_user(path, args.name, Role(args.role))
         _show_password(user, path, f"Added user {user.name}")
         print(_RESTART_NOTE)
