@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.config import Settings
+from node.credentials import ADMIN_USER, credentials_path
 from node.errors import NodeError
 from node.orthanc.client import OrthancClient
 from node.samples import SampleName, ensure_sample
@@ -42,6 +43,11 @@ def run_demo(settings: Settings, study: SampleName, *, timeout: float = 600.0) -
     jobs = wait_for_jobs(client, study_uid, timeout)
     for job in jobs:
         print_job(job, client, settings)
+    if settings.orthanc.authentication:
+        console.print(
+            f"\nOrthanc asks for a user: [bold]{ADMIN_USER}[/], with the password printed at the "
+            f"node's first start and kept in {credentials_path(settings)}."
+        )
     console.print("\nStop the node with [bold]make stop[/] (or `.venv/bin/ai-node stop`).")
     return 0 if all(job["status"] == "done" for job in jobs) else 1
 
