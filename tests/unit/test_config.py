@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Settings, dump_settings, load_settings
+from node.config import OrthancSettings, Settings, dump_settings, load_settings
+from node.credentials import credentials_path, ensure_credentials
 from node.errors import ConfigurationError
+from node.orthanc.process import PLUGINS, render_orthanc_config
 
 
 def test_defaults_match_the_documented_ports_and_ae_title() -> None:
@@ -73,3 +75,27 @@ def test_unknown_result_kind_is_refused(tmp_path: Path) -> None:
     (tmp_path / "node.yaml").write_text("pipeline_settings: {ct-tissue: {results: [seg, pdf]}}\n")
     with pytest.raises(ConfigurationError, match="results"):
         load_settings(tmp_path / "node.yaml")
+
+
+def _settings_with_plugins(tmp_path: Path, **orthanc: object) -> Settings:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for name in PLUGINS:
+        (plugins / name).touch()
+    return Settings(data_dir=tmp_path / "var", orthanc=OrthancSettings(plugin_folder=plugins, **orthanc))
+
+
+def test_orthanc_asks_for_the_node_s_users_by_default(tmp_path) -> None:
+    settings = _settings_with_plugins(tmp_path)
+    credentials, _ = ensure_credentials(credentials_path(settings))
+    config = render_orthanc_config(settings, credentials)
+    assert config["AuthenticationEnabled"] is True
+    assert config["RegisteredUsers"] == credentials.registered_users()
+    assert set(config["RegisteredUsers"]) == {"admin", "ai-node", "ai-node-viewer"}
+
+
+def test_authentication_off_registers_no_users(tmp_path) -> None:
+    settings = _settings_with_plugins(tmp_path, authentication=False)
+    credentials, _ = ensure_credentials(credentials_path(settings))
+    config = render_orthanc_config(settings, credentials)
+    assert (config["AuthenticationEnabled"], config["RegisteredUsers"]) == (False, {})
