@@ -34,8 +34,8 @@ from node.execution import (
     runtime_resolver,
 )
 from node.imaging.series import build_volume, select_series
-from node.jobs.database import create_engine_for, migrate
 from node.jobs.config_store import ConfigStore
+from node.jobs.database import create_engine_for, migrate
 from node.jobs.deliveries import Delivery, DeliveryStore
 from node.jobs.errors import LeaseLostError
 from node.jobs.models import DeliveryStatus
@@ -261,7 +261,8 @@ class Worker:
             )
             entry["instances"] += 1
         result["deliveries"] = [
-            {"destination": d.destination, "status": d.status.value, "error": d.last_error} for d in deliveries
+            {"destination": d.destination, "status": d.status.value, "error": d.last_error}
+            for d in deliveries
         ]
         return result
 

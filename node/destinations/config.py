@@ -17,6 +17,9 @@ from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validato
 
 from node.config import AETitle, Port, _Strict
 
+# re-exported: configured in node.config (Settings.delivery), used with the destinations
+from node.config import DeliveryRetrySettings as DeliveryRetrySettings
+
 #: a destination's name as shown in logs, job details and the admin console
 DestinationName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
 
@@ -123,17 +126,6 @@ class DicomWebConfig(_DestinationBase):
 
 
 DestinationConfig = Annotated[ThisOrthancConfig | DicomConfig | DicomWebConfig, Field(discriminator="type")]
-
-
-class DeliveryRetrySettings(_Strict):
-    """How failed deliveries are retried (see :mod:`node.destinations.retry`)."""
-
-    #: attempts, the first included, before a delivery stays failed until someone retries it
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
-    #: delay after the first failure; each further failure multiplies it by ``factor``
-    base_delay: Timeout = timedelta(seconds=30)
-    factor: Annotated[float, Field(ge=1, le=10)] = 2
-    max_delay: Timeout = timedelta(hours=1)
 
 
 def _public_dict(config: BaseModel) -> dict[str, Any]:

@@ -200,6 +200,28 @@ class DeliveryStore:
             ).first()
         return None if row is None else Delivery.from_row(row)
 
+    def claim(self, delivery_id: int, worker_id: str, lease_seconds: float) -> Delivery | None:
+        """Take one pending delivery now, due or not (the worker that built a job's results
+        sends them at once); ``None`` if it is not pending (another worker has it, or it is
+        delivered or failed)."""
+        require_text("worker_id", worker_id, 200)
+        lease = lease_duration(lease_seconds)
+        with self._write() as connection:
+            now = database_now(connection, self._clock)
+            row = connection.execute(
+                update(DELIVERIES)
+                .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.status == DeliveryStatus.PENDING)
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + lease,
+                    attempts=DELIVERIES.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(*DELIVERIES.c)
+            ).first()
+        return None if row is None else Delivery.from_row(row)
+
     def heartbeat(self, delivery_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a delivery ``worker_id`` holds; ``False`` if it no longer does."""
         lease = lease_duration(lease_seconds)

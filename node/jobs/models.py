@@ -163,6 +163,55 @@ class JobRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     rerun_of: Mapped[int | None] = mapped_column(Integer, ForeignKey("jobs.id", ondelete="SET NULL"))
     trigger: Mapped[str] = mapped_column(String(32))
+    #: names of the destinations the results go to (None: this Orthanc, as before rules)
+    destinations: Mapped[list[str] | None] = mapped_column(JSON)
+    #: names of the routing rules that queued the job
+    rules: Mapped[list[str] | None] = mapped_column(JSON)
+    #: the input series the routing chose (None: the pipeline chooses at fetch time)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+
+
+class WaitStatus(enum.StrEnum):
+    """Where a study waiting for the series a rule requires stands."""
+
+    WAITING = "waiting"
+    #: the series arrived; the rule's jobs were queued
+    QUEUED = "queued"
+    #: the wait ended without them and the rule says skip
+    SKIPPED = "skipped"
+    #: an admin forced the study complete
+    FORCED = "forced"
+
+
+class StudyWaitRow(Base):
+    """A study that a rule matches but that lacks series the rule requires (a FLAIR, say)."""
+
+    __tablename__ = "study_waits"
+    __table_args__ = (
+        UniqueConstraint("orthanc_study_id", "rule", name="uq_study_waits_study_rule"),
+        Index("ix_study_waits_due", "status", "deadline"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    orthanc_study_id: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(64))
+    status: Mapped[WaitStatus] = mapped_column(
+        Enum(
+            WaitStatus,
+            name="wait_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda statuses: [status.value for status in statuses],
+        )
+    )
+    missing: Mapped[list[str]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)
+    first_stable_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class NodeStateRow(Base):

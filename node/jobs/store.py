@@ -25,7 +25,7 @@ import logging
 import math
 import numbers
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +74,10 @@ class JobTrigger(enum.StrEnum):
     REPLAY = "replay"
     #: a user asked for it (REST, admin UI, CLI), including re-runs
     MANUAL = "manual"
+    #: a rule's wait for required series ended and the rule says process anyway
+    WAIT_TIMEOUT = "wait-timeout"
+    #: an admin forced the study complete
+    FORCED = "forced"
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,12 @@ class Job:
     result: Mapping[str, Any] | None
     #: the job this one re-runs
     rerun_of: int | None
+    #: where the results go (destination names); this Orthanc for jobs queued before rules
+    destinations: tuple[str, ...] = ("this-orthanc",)
+    #: the routing rules that queued the job (empty: queued by hand or before rules)
+    rules: tuple[str, ...] = ()
+    #: the input series routing chose; None lets the pipeline choose when the job runs
+    series_instance_uid: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -142,6 +152,9 @@ class Job:
             stage_timings=MappingProxyType(dict(values["stage_timings"] or {})),
             result=None if values["result"] is None else MappingProxyType(values["result"]),
             rerun_of=values["rerun_of"],
+            destinations=tuple(values["destinations"] or ("this-orthanc",)),
+            rules=tuple(values["rules"] or ()),
+            series_instance_uid=values["series_instance_uid"],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -169,6 +182,9 @@ class Job:
             "stage_timings": dict(self.stage_timings),
             "result": None if self.result is None else copy.deepcopy(dict(self.result)),
             "rerun_of": self.rerun_of,
+            "destinations": list(self.destinations),
+            "rules": list(self.rules),
+            "series_instance_uid": self.series_instance_uid,
         }
 
 
@@ -217,6 +233,9 @@ class JobStore:
         pipeline_version: str,
         trigger: JobTrigger | str,
         priority: int = 0,
+        destinations: Sequence[str] | None = None,
+        rules: Sequence[str] | None = None,
+        series_instance_uid: str | None = None,
     ) -> Job | None:
         """Queue the automatic job of a study for one pipeline version.
 
@@ -232,6 +251,11 @@ class JobStore:
             trigger=_trigger(trigger),
             priority=priority,
         )
+        values |= {
+            "destinations": None if destinations is None else list(dict.fromkeys(destinations)),
+            "rules": None if rules is None else list(rules),
+            "series_instance_uid": series_instance_uid,
+        }
         with self._write() as connection:
             values |= self._stamps(self._now(connection), generation=0, rerun_of=None)
             row = self._insert_job(connection, values)
@@ -279,6 +303,11 @@ class JobStore:
                     trigger=JobTrigger.MANUAL,
                     priority=source.priority,
                 )
+                values |= {
+                    "destinations": source.destinations,
+                    "rules": source.rules,
+                    "series_instance_uid": source.series_instance_uid,
+                }
                 values |= self._stamps(now, generation=(latest.scalar_one() or 0) + 1, rerun_of=source.id)
                 row = self._insert_job(connection, values)
             if row is not None:
@@ -327,6 +356,29 @@ class JobStore:
                 raise JobStateError(
                     f"job {job_id} is {status.value}, not failed, so there is nothing to retry"
                 )
+        return Job.from_row(row)
+
+    def cancel(self, job_id: int, *, actor: str) -> Job:
+        """Take a queued job out of the queue: it becomes failed with the reason "cancelled by
+        ``actor``", so :meth:`retry` can queue it again. Running, done and failed jobs cannot be
+        cancelled (:class:`JobStateError`)."""
+        require_text("actor", actor, 200)
+        with self._write() as connection:
+            now = self._now(connection)
+            row = connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.FAILED,
+                    error=f"Cancelled by {actor} before it ran; retry the job to queue it again.",
+                    finished_at=now,
+                    updated_at=now,
+                )
+                .returning(*JOBS.c)
+            ).first()
+            if row is None:
+                status = JobStatus(self._existing_row(connection, job_id).status)
+                raise JobStateError(f"job {job_id} is {status.value}; only a queued job can be cancelled")
         return Job.from_row(row)
 
     # -- working on jobs --------------------------------------------------------------------

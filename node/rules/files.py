@@ -15,7 +15,7 @@ The file is a mapping with a ``version`` and a list of ``rules``, each with the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,18 @@ def load_rules(text: str) -> list[Rule]:
     if not isinstance(entries, list):
         raise InvalidRuleError(f"'rules' must be a list, not {type(entries).__name__}.")
 
+    rules, problems = rules_from_documents(entries)
+    if problems:
+        raise InvalidRuleError(
+            f"The rules file has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
+    return rules
+
+
+def rules_from_documents(entries: Iterable[Any]) -> tuple[list[Rule], list[str]]:
+    """Validate rule documents (from a file or the database): the valid rules, and a problem
+    per invalid or repeated one, each naming the rule (position and name) and the field."""
     rules: list[Rule] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -82,12 +94,7 @@ def load_rules(text: str) -> list[Rule]:
             continue
         seen[rule.name] = index
         rules.append(rule)
-    if problems:
-        raise InvalidRuleError(
-            f"The rules file has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n"
-            + "\n".join(f"- {problem}" for problem in problems)
-        )
-    return rules
+    return rules, problems
 
 
 def _label(index: int, entry: Any) -> str:

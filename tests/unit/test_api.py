@@ -42,7 +42,9 @@ def api(tmp_path: Path) -> NodeApi:
             raise OrthancError(f"no study {study_id}")
         return studies[study_id]
 
-    return NodeApi(Intake(JobStore(url), PipelineRegistry.from_entry_points(), summarize))
+    intake = Intake(JobStore(url), PipelineRegistry.from_entry_points(), summarize)
+    intake.seed_default_rule()  # as the plugin does on a node's first start
+    return NodeApi(intake)
 
 
 def test_health_lists_pipelines_and_job_counts(api: NodeApi) -> None:

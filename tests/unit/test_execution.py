@@ -385,6 +385,7 @@ class OfflineWorker(Worker):
         super().__init__(settings, worker_id="test-worker")
         self.series = series
         self.destination = KeptInMemory()
+        self.sender.destination = lambda name: self.destination  # type: ignore[method-assign]
 
     def _fetch_input(self, job, pipeline):  # noqa: ARG002 - same signature as Worker's
         return list(self.series)
@@ -407,6 +408,8 @@ def worker_for(tmp_path: Path, series: list[Dataset], **settings: object) -> Off
     config = Settings.model_validate(
         {
             "data_dir": str(tmp_path),
+            # no Orthanc here, so no credentials to read
+            "orthanc": {"authentication": False},
             "pipelines": ["example-bone", "example-broken", "example-slow"],
             "pipeline_settings": {
                 name: {"results": ["seg"], "time_limit": 0.5}
