@@ -51,7 +51,8 @@ class _Schemas:
         if schema is None:
             return {}
         schema = copy.deepcopy(schema)
-        definitions = schema.pop("$defs", {})
+        definitions: dict[str, Any] = {}
+        _pop_definitions(schema, definitions)
         renamed: dict[str, str] = {}
         for name, definition in definitions.items():
             target = name
@@ -67,16 +68,27 @@ class _Schemas:
         return _rewrite(schema, renamed)
 
 
-def _rewrite(value: Any, renamed: dict[str, str]) -> Any:
+def _pop_definitions(value: Any, into: dict[str, Any]) -> None:
+    """Move every ``$defs``, at any depth (a model's schema may be an array's items), ``into``."""
     if isinstance(value, dict):
-        rewritten = {key: _rewrite(item, renamed) for key, item in value.items()}
-        reference = rewritten.get("$ref")
-        if isinstance(reference, str) and reference.startswith("#/$defs/"):
-            name = reference.removeprefix("#/$defs/")
-            rewritten["$ref"] = f"#/components/schemas/{renamed.get(name, name)}"
-        return rewritten
+        into.update(value.pop("$defs", {}))
+        for item in value.values():
+            _pop_definitions(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _pop_definitions(item, into)
+
+
+def _rewrite(value: Any, renamed: dict[str, str]) -> Any:
+    """``value`` with its ``#/$defs/...`` references (``$ref``, and the discriminator mapping
+    pydantic writes for tagged unions) pointing into components/schemas."""
+    if isinstance(value, dict):
+        return {key: _rewrite(item, renamed) for key, item in value.items()}
     if isinstance(value, list):
         return [_rewrite(item, renamed) for item in value]
+    if isinstance(value, str) and value.startswith("#/$defs/"):
+        name = value.removeprefix("#/$defs/")
+        return f"#/components/schemas/{renamed.get(name, name)}"
     return value
 
 
