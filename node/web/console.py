@@ -15,7 +15,9 @@ from importlib.resources.abc import Traversable
 from node.web.http import ApiResponse, Request
 from node.web.routes import Operation, Route
 
-#: where the console lives; ``/ai/ui`` redirects here
+#: where the console lives. Orthanc drops a trailing slash before it matches a route, so
+#: ``/ai/ui`` and ``/ai/ui/`` reach the same handler and cannot redirect one to the other: both
+#: answer the page, whose scripts and styles are therefore named from the root (/ai/ui/app.js).
 PREFIX = "/ai/ui/"
 
 CONTENT_TYPES = {
@@ -97,16 +99,13 @@ def serve(request: Request) -> ApiResponse:
     )
 
 
-def redirect(request: Request) -> ApiResponse:
-    """GET /ai/ui: to /ai/ui/, so that the page's relative module paths resolve."""
-    del request
-    return ApiResponse(301, {"location": PREFIX}, headers={"Location": PREFIX, "Cache-Control": "no-cache"})
-
-
 def console_routes() -> list[Route]:
     """The console's routes, for :func:`node.web.app.build_routes` to merge into the table."""
     return [
-        Route("/ai/ui", (Operation("GET", redirect, "The admin console (redirects to /ai/ui/)"),)),
+        Route(
+            "/ai/ui",
+            (Operation("GET", serve, "The admin console", response_media_type="text/html"),),
+        ),
         Route(
             "/ai/ui/{path}",
             (

@@ -175,7 +175,8 @@ def test_the_console_is_served_with_its_security_headers(console_node: ConsoleNo
     session = console_node.session("admin")
 
     page = session.get(f"{console_node.url}/ai/ui/", timeout=10)
-    redirect = session.get(f"{console_node.url}/ai/ui", timeout=10, allow_redirects=False)
+    without_slash = session.get(f"{console_node.url}/ai/ui", timeout=10, allow_redirects=False)
+    script = session.get(f"{console_node.url}/ai/ui/app.js", timeout=10)
     anonymous = requests.get(f"{console_node.url}/ai/ui/", timeout=10)
 
     assert page.status_code == 200
@@ -183,7 +184,8 @@ def test_the_console_is_served_with_its_security_headers(console_node: ConsoleNo
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
-    assert (redirect.status_code, redirect.headers.get("Location")) == (301, "/ai/ui/")
+    assert (without_slash.status_code, without_slash.content) == (200, page.content)
+    assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
     assert anonymous.status_code == 401
 
 

@@ -29,7 +29,7 @@ def test_the_console_root_serves_the_page_as_html() -> None:
 
     assert response.status == 200
     assert response.content_type == "text/html; charset=utf-8"
-    assert b'<script type="module" src="app.js"></script>' in response.payload()
+    assert b'<script type="module" src="/ai/ui/app.js"></script>' in response.payload()
 
 
 @pytest.mark.parametrize(
@@ -61,11 +61,12 @@ def test_every_answer_carries_the_security_headers() -> None:
         assert headers["Cache-Control"] == "no-cache"
 
 
-def test_ai_ui_without_a_slash_redirects_permanently_to_the_console() -> None:
+def test_ai_ui_without_a_slash_is_the_page_too() -> None:
+    """Orthanc drops the trailing slash of /ai/ui/ before routing: both must answer the page."""
     response = _get("/ai/ui")
 
-    assert response.status == 301
-    assert response.headers["Location"] == "/ai/ui/"
+    assert (response.status, response.content_type) == (200, "text/html; charset=utf-8")
+    assert b'src="/ai/ui/app.js"' in response.payload()
 
 
 @pytest.mark.parametrize(
