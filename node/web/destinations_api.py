@@ -23,7 +23,7 @@ from node.jobs.common import to_iso
 from node.jobs.config_store import ConfigStore, StoredDestination, SubjectType
 from node.rules.model import THIS_ORTHANC
 from node.web.http import ApiResponse, Request
-from node.web.params import RequestError, answers, json_object
+from node.web.params import RequestError, answers, json_object, plural
 from node.web.routes import Operation, Route
 
 CONFIG = TypeAdapter(DestinationConfig)
@@ -252,7 +252,7 @@ def _valid(document: Mapping[str, Any]) -> DicomConfig | DicomWebConfig | ThisOr
             for detail in error.errors()
         ]
         raise RequestError(
-            422, f"the destination is invalid ({len(problems)} problems)", problems=problems
+            422, f"the destination is invalid ({plural(len(problems), 'problem')})", problems=problems
         ) from error
 
 

@@ -79,3 +79,7 @@ def path_id(value: str, noun: str) -> int:
         return int(value)
     except ValueError as problem:
         raise RequestError(404, f"there is no {noun} {value!r}") from problem
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -20,7 +20,7 @@ from node.rules.engine import InvalidConditionError
 from node.rules.files import diff_rules, dump_rules, load_rules
 from node.rules.model import THIS_ORTHANC, Rule
 from node.web.http import ApiResponse, Request
-from node.web.params import RequestError, answers, flag, json_object
+from node.web.params import RequestError, answers, flag, json_object, plural
 from node.web.routes import Operation, Route
 from pipelines.registry import PipelineRegistry
 
@@ -106,7 +106,9 @@ class RulesApi:
     def valid_rule(self, document: Mapping[str, Any]) -> Rule:
         rule, problems = self.check(document)
         if rule is None:
-            raise RequestError(422, f"the rule is invalid ({len(problems)} problems)", problems=problems)
+            raise RequestError(
+                422, f"the rule is invalid ({plural(len(problems), 'problem')})", problems=problems
+            )
         return rule
 
     # -- routes -----------------------------------------------------------------------------
