@@ -152,17 +152,15 @@ class _Plugin:
 
 def _answer(output, response):
     body = response.payload()
-    if response.status == 200 and not response.headers:
-        output.AnswerBuffer(body, response.content_type)
-        return
-    output.SetHttpHeader("Content-Type", response.content_type)
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
     if response.status == 200:
+        # AnswerBuffer sets Content-Type itself; setting it here too would send it twice.
         output.AnswerBuffer(body, response.content_type)
-    else:
-        # orthanc-python 4.0 takes the body of an error answer as str plus its size in bytes.
-        output.SendHttpStatus(response.status, body.decode("utf-8", "replace"), len(body))
+        return
+    output.SetHttpHeader("Content-Type", response.content_type)
+    # orthanc-python 4.0 takes the body of an error answer as str plus its size in bytes.
+    output.SendHttpStatus(response.status, body.decode("utf-8", "replace"), len(body))
 
 
 def _callback(route):

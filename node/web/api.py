@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from node import __version__
-from node.errors import NodeError, NoMatchingSeriesError, PipelineError
+from node.errors import NodeError, NoMatchingSeriesError, OrthancError, PipelineError
 from node.imaging.series import select_series
 from node.intake import Intake
 from node.jobs.errors import JobNotFoundError, JobStateError
-from node.jobs.models import JobStatus
+from node.jobs.models import JobStatus, WaitStatus
 from node.jobs.store import Job
 from node.routing import StudySummary
 from node.web.http import ApiResponse
@@ -84,6 +84,62 @@ class NodeApi:
                 ),
             ),
         ]
+
+    def studies_routes(self) -> list[Route]:
+        return [
+            Route(
+                "/ai/studies/waiting",
+                (
+                    Operation(
+                        "GET",
+                        lambda r: self.waiting_studies(r.query),
+                        "Studies waiting for the series a rule requires, and how past waits ended",
+                        query={
+                            "status": "waiting (default), queued, skipped, forced or all",
+                            "limit": f"page size, 1-{MAX_PAGE} (default 100)",
+                            "offset": "entries to skip",
+                        },
+                    ),
+                ),
+            ),
+            Route(
+                "/ai/studies/{study_id}/complete",
+                (
+                    Operation(
+                        "POST",
+                        lambda r: self.force_complete(r.groups[0], r.user),
+                        "Force a study complete: run its matching rules without waiting for required series",
+                        write=True,
+                    ),
+                ),
+            ),
+        ]
+
+    def waiting_studies(self, query: Mapping[str, str]) -> ApiResponse:
+        wanted = query.get("status", "waiting")
+        status = None
+        if wanted != "all":
+            try:
+                status = WaitStatus(wanted)
+            except ValueError:
+                allowed = ", ".join([*(s.value for s in WaitStatus), "all"])
+                return _error(400, f"status {wanted!r} is not one of: {allowed}")
+        try:
+            limit = int(query.get("limit", 100))
+            offset = int(query.get("offset", 0))
+        except ValueError:
+            return _error(400, "limit and offset must be whole numbers")
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            return _error(400, f"limit must be 1-{MAX_PAGE} and offset 0 or more")
+        waits = self.intake.waits.list(status, limit=limit, offset=offset)
+        return ApiResponse(200, [wait.to_json() for wait in waits])
+
+    def force_complete(self, study_id: str, user: str) -> ApiResponse:
+        try:
+            jobs = self.intake.force_complete(study_id, actor=user)
+        except OrthancError:
+            return _error(404, f"Orthanc has no study {study_id}")
+        return ApiResponse(200, [job.to_json() for job in jobs])
 
     def health(self) -> ApiResponse:
         return ApiResponse(

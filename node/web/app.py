@@ -49,8 +49,10 @@ def build_routes(context: NodeContext) -> RouteTable:
 
     operations = OperationsApi(context.intake.store, deliveries, config)
     rules = RulesApi(config, registry)
+    node_api = NodeApi(context.intake, context.health_extra)
     groups: list[Iterable[Route]] = [
-        _extended(NodeApi(context.intake, context.health_extra).routes(), operations),
+        _extended(node_api.routes(), operations),
+        node_api.studies_routes(),
         operations.routes(),
         rules.routes(),
         RuleTester(rules, config, registry, context.intake.summarize).routes(),

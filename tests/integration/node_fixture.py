@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class RunningNode:
     #: False leaves their creation to `ai-node run`, as on a real first start
     prepare_users: bool = True
     process: subprocess.Popen[bytes] | None = None
+    #: more settings, merged over the ones above (e.g. {"delivery": {"base_delay": 1}})
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def credentials_file(self) -> Path:
@@ -83,6 +85,7 @@ class RunningNode:
                 "stable_age": self.stable_age,
             },
             "worker": {"count": self.workers, "lease": self.lease, "poll_interval": 0.2},
+            **self.extra_config,
         }
         self.config_file.write_text(yaml.safe_dump(config))
 
@@ -161,7 +164,13 @@ class RunningNode:
 
 
 def make_node(
-    folder: Path, *, stable_age: float = 2, lease: float = 60, workers: int = 1, prepare_users: bool = True
+    folder: Path,
+    *,
+    stable_age: float = 2,
+    lease: float = 60,
+    workers: int = 1,
+    prepare_users: bool = True,
+    extra_config: dict[str, Any] | None = None,
 ) -> RunningNode:
     folder.mkdir(parents=True, exist_ok=True)
     return RunningNode(
@@ -172,4 +181,5 @@ def make_node(
         lease=lease,
         workers=workers,
         prepare_users=prepare_users,
+        extra_config=extra_config or {},
     )
