@@ -244,9 +244,12 @@ def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery
         expect(page.get_by_role("checkbox", name=re.compile(r"^this-orthanc"))).to_be_checked()
 
         # The tester: the stored CT matches the draft, with its CT series chosen.
-        page.get_by_label("Stored study").select_option(
-            value=console_node.orthanc_study_id(stored_ct.study_instance_uid)
-        )
+        study_id = console_node.orthanc_study_id(stored_ct.study_instance_uid)
+        studies = page.get_by_label("Stored study")
+        expect(studies.locator("option")).not_to_have_count(1)
+        options = studies.locator("option").evaluate_all("(all) => all.map((o) => [o.value, o.text])")
+        assert any(value == study_id for value, _ in options), f"{study_id} not offered: {options}"
+        studies.select_option(value=study_id)
         page.get_by_role("button", name="Run test").click()
         result = page.locator(f"article[data-rule='{RULE}']")
         expect(result.locator("h3 .badge")).to_have_text("matched")

@@ -1,6 +1,6 @@
 // The console's shell: who is logged in, the hash router, the navigation.
 import {get} from './api.js';
-import {announce, clear, errorBox, h} from './dom.js';
+import {add, announce, clear, errorBox, fill, h} from './dom.js';
 import {auditPage} from './pages/audit.js';
 import {dashboardPage} from './pages/dashboard.js';
 import {destinationsPage} from './pages/destinations.js';
@@ -46,7 +46,7 @@ async function route() {
     else link.removeAttribute('aria-current');
   }
   if (!found) {
-    main.append(h('h1', {tabindex: '-1'}, 'Not found'), h('p', {}, `No page ${path}.`));
+    add(main, h('h1', {tabindex: '-1'}, 'Not found'), h('p', {}, `No page ${path}.`));
     return;
   }
   const [match, page, render] = found;
@@ -54,7 +54,7 @@ async function route() {
   try {
     cleanup = (await render(main, params, context, ...match.slice(1).map(decodeURIComponent))) || null;
   } catch (error) {
-    main.append(errorBox(error));
+    add(main, errorBox(error));
     announce(error.message, 'error');
   }
   const title = main.querySelector('h1');
@@ -75,7 +75,7 @@ async function start() {
     context.canWrite = context.role === 'admin';
   }
   document.body.dataset.role = context.role;
-  clear(who).append(
+  fill(who, 
     context.user ? h('span', {}, context.user, ' ') : null,
     h('span', {class: `role role-${context.role}`}, context.role === 'admin' ? 'admin' : 'read only'),
   );

@@ -13,15 +13,15 @@ export function h(tag, attrs = {}, ...children) {
     } else if (typeof value !== 'string' && key in node) node[key] = value;
     else node.setAttribute(key, value === true ? '' : String(value));
   }
-  add(node, children);
+  add(node, ...children);
   // after the children, so that a <select> has its options when its value is set
   if (deferredValue !== undefined) node.value = String(deferredValue);
   return node;
 }
 
 /** Append children (nodes, strings, numbers, nested arrays; null and false are skipped). */
-export function add(node, children) {
-  for (const child of [children].flat(Infinity)) {
+export function add(node, ...children) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -31,6 +31,11 @@ export function add(node, children) {
 export function clear(node) {
   while (node.firstChild) node.firstChild.remove();
   return node;
+}
+
+/** Replace a node's children. */
+export function fill(node, ...children) {
+  return add(clear(node), ...children);
 }
 
 /** Say something to screen readers and show it in the status bar for a while. */

@@ -1,6 +1,6 @@
 // Audit log: who changed what, when, with a compact before/after diff.
 import {get} from '../api.js';
-import {clear, empty, errorBox, h, heading, table, when} from '../dom.js';
+import {add, empty, errorBox, fill, h, heading, table, when} from '../dom.js';
 
 const PAGE = 50;
 
@@ -28,17 +28,17 @@ export async function auditPage(main, params) {
   const offset = Math.max(0, Number.parseInt(params.get('offset') || '0', 10) || 0);
   const list = h('div', {});
   const pager = h('nav', {class: 'pager', 'aria-label': 'Pages of the audit log'});
-  main.append(heading('Audit log'), list, pager);
+  add(main, heading('Audit log'), list, pager);
   let entries;
   try {
     entries = await get('/ai/audit', {limit: PAGE + 1, offset});
   } catch (error) {
-    list.append(errorBox(error));
+    add(list, errorBox(error));
     return;
   }
   const more = entries.length > PAGE;
   entries = entries.slice(0, PAGE);
-  list.append(
+  add(list, 
     entries.length === 0
       ? empty('Nothing recorded yet.')
       : table(
@@ -56,7 +56,7 @@ export async function auditPage(main, params) {
   const go = (next) => {
     window.location.hash = next ? `#/audit?offset=${next}` : '#/audit';
   };
-  clear(pager).append(
+  fill(pager, 
     h('button', {type: 'button', disabled: offset === 0, onclick: () => go(Math.max(0, offset - PAGE))}, 'Previous'),
     h('span', {class: 'muted'}, entries.length ? `${offset + 1}–${offset + entries.length}` : ''),
     h('button', {type: 'button', disabled: !more, onclick: () => go(offset + PAGE)}, 'Next'),

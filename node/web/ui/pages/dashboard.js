@@ -1,6 +1,6 @@
 // Dashboard: queue depth, jobs and deliveries per status, recent failures.
 import {get} from '../api.js';
-import {badge, clear, empty, errorBox, h, heading, table, when} from '../dom.js';
+import {add, badge, empty, errorBox, fill, h, heading, table, when} from '../dom.js';
 import {every} from './refresh.js';
 
 const JOB_STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'];
@@ -27,19 +27,19 @@ function counts(title, values, order, link) {
 export async function dashboardPage(main) {
   const body = h('div', {class: 'dashboard'});
   const updated = h('p', {class: 'muted small', 'aria-live': 'off'});
-  main.append(heading('Dashboard', updated), body);
+  add(main, heading('Dashboard', updated), body);
 
   const load = async () => {
     let data;
     try {
       data = await get('/ai/dashboard');
     } catch (error) {
-      clear(body).append(errorBox(error));
+      fill(body, errorBox(error));
       return;
     }
     updated.textContent = `Updated ${new Date().toLocaleTimeString()} · refreshes every 5 s`;
     const failures = data.recent_failures || [];
-    clear(body).append(
+    fill(body, 
       h(
         'div',
         {class: 'cards'},

@@ -1,7 +1,7 @@
 // Destinations: where results go. this-orthanc is built in; DICOM and DICOMweb peers are edited
 // here. Secrets are never shown: an empty password or token field keeps the stored one.
 import {del, enc, get, post, put} from '../api.js';
-import {announce, badge, clear, empty, errorBox, field, h, heading, table} from '../dom.js';
+import {add, announce, badge, clear, empty, errorBox, field, fill, h, heading, table} from '../dom.js';
 
 const KEEP_SECRET = 'leave empty to keep the stored secret';
 
@@ -109,7 +109,7 @@ function editor(current, onDone) {
   let form = null;
   const build = () => {
     form = typeForm(type.value, start.type === type.value ? start : {}, creating);
-    clear(holder).append(form.node);
+    fill(holder, form.node);
   };
   type.addEventListener('change', build);
   build();
@@ -128,7 +128,7 @@ function editor(current, onDone) {
           onDone();
         } catch (error) {
           const problems = error.problems.map((problem) => h('li', {}, problem.field ? `${problem.field}: ` : '', problem.message));
-          clear(output).append(errorBox(error), problems.length ? h('ul', {class: 'invalid'}, problems) : null);
+          fill(output, errorBox(error), problems.length ? h('ul', {class: 'invalid'}, problems) : null);
         }
       },
     },
@@ -144,7 +144,7 @@ export async function destinationsPage(main, params, context) {
   const list = h('div', {});
   const editArea = h('div', {});
   const newButton = context.canWrite ? h('button', {type: 'button', class: 'edit'}, 'New destination') : null;
-  main.append(heading('Destinations', newButton), editArea, list);
+  add(main, heading('Destinations', newButton), editArea, list);
 
   const load = async () => {
     clear(editArea);
@@ -152,10 +152,10 @@ export async function destinationsPage(main, params, context) {
     try {
       destinations = await get('/ai/destinations');
     } catch (error) {
-      clear(list).append(errorBox(error));
+      fill(list, errorBox(error));
       return;
     }
-    clear(list).append(
+    fill(list, 
       table(
         ['Name', 'Type', 'Summary', 'Test', ''],
         destinations.map((destination) => {
@@ -171,9 +171,9 @@ export async function destinationsPage(main, params, context) {
                 result.textContent = 'Testing…';
                 try {
                   const answer = await post(`/ai/destinations/${enc(destination.name)}/test`);
-                  clear(result).append(badge(answer.ok ? 'ok' : 'failed'), ' ', answer.message || '');
+                  fill(result, badge(answer.ok ? 'ok' : 'failed'), ' ', answer.message || '');
                 } catch (error) {
-                  clear(result).append(badge('failed'), ' ', error.message);
+                  fill(result, badge('failed'), ' ', error.message);
                 } finally {
                   test.disabled = false;
                 }
@@ -223,7 +223,7 @@ export async function destinationsPage(main, params, context) {
   };
   const showEditor = (destination) => {
     const form = editor(destination, load);
-    clear(editArea).append(form);
+    fill(editArea, form);
     form.querySelector('input, select')?.focus();
   };
   if (newButton) newButton.addEventListener('click', () => showEditor(null));

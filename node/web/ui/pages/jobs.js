@@ -1,6 +1,6 @@
 // Jobs: a filtered, paged list, and one job's detail with its timings, results and deliveries.
 import {ApiError, enc, explorer, get, post} from '../api.js';
-import {announce, badge, clear, empty, errorBox, field, h, heading, table, when} from '../dom.js';
+import {add, announce, badge, clear, empty, errorBox, field, fill, h, heading, table, when} from '../dom.js';
 import {every} from './refresh.js';
 
 const STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'];
@@ -41,7 +41,7 @@ export async function jobsPage(main, params) {
   );
   const list = h('div', {'aria-live': 'polite', 'aria-busy': 'true'});
   const pager = h('nav', {class: 'pager', 'aria-label': 'Pages of jobs'});
-  main.append(heading('Jobs'), form, list, pager);
+  add(main, heading('Jobs'), form, list, pager);
 
   function go(next) {
     const query = new URLSearchParams();
@@ -55,13 +55,13 @@ export async function jobsPage(main, params) {
     try {
       jobs = await get('/ai/jobs', {status, study, limit: PAGE + 1, offset});
     } catch (error) {
-      clear(list).append(errorBox(error));
+      fill(list, errorBox(error));
       return;
     }
     const more = jobs.length > PAGE;
     jobs = jobs.slice(0, PAGE);
     list.setAttribute('aria-busy', 'false');
-    clear(list).append(
+    fill(list, 
       jobs.length === 0
         ? empty('No jobs match.')
         : table(
@@ -79,7 +79,7 @@ export async function jobsPage(main, params) {
             'Jobs',
           ),
     );
-    clear(pager).append(
+    fill(pager, 
       h('button', {type: 'button', disabled: offset === 0, onclick: () => go({offset: Math.max(0, offset - PAGE)})}, 'Previous'),
       h('span', {class: 'muted'}, jobs.length ? `${offset + 1}–${offset + jobs.length}` : ''),
       h('button', {type: 'button', disabled: !more, onclick: () => go({offset: offset + PAGE})}, 'Next'),
@@ -213,7 +213,7 @@ function viewerLink(job) {
 export async function jobDetailPage(main, params, context, id) {
   const body = h('div', {'aria-live': 'polite'});
   const actions = h('div', {class: 'actions'});
-  main.append(heading(`Job ${id}`, actions), body);
+  add(main, heading(`Job ${id}`, actions), body);
   let stop = null;
   // refresh again (after a retry) until the job and its deliveries settle
   const restart = () => {
@@ -236,15 +236,15 @@ export async function jobDetailPage(main, params, context, id) {
     try {
       job = await get(`/ai/jobs/${enc(id)}`);
     } catch (error) {
-      clear(body).append(errorBox(error instanceof ApiError && error.status === 404 ? new Error(`No job ${id}.`) : error));
+      fill(body, errorBox(error instanceof ApiError && error.status === 404 ? new Error(`No job ${id}.`) : error));
       return;
     }
     clear(actions);
     if (context.canWrite && job.status === 'failed') {
-      actions.append(h('button', {type: 'button', class: 'edit', onclick: () => act(`/ai/jobs/${job.id}/retry`, `Job ${job.id} queued again.`)}, 'Retry job'));
+      add(actions, h('button', {type: 'button', class: 'edit', onclick: () => act(`/ai/jobs/${job.id}/retry`, `Job ${job.id} queued again.`)}, 'Retry job'));
     }
     if (context.canWrite && job.status === 'queued') {
-      actions.append(h('button', {type: 'button', class: 'edit danger', onclick: () => act(`/ai/jobs/${job.id}/cancel`, `Job ${job.id} cancelled.`)}, 'Cancel job'));
+      add(actions, h('button', {type: 'button', class: 'edit danger', onclick: () => act(`/ai/jobs/${job.id}/cancel`, `Job ${job.id} cancelled.`)}, 'Cancel job'));
     }
     const facts = [
       ['Status', h('span', {id: 'job-status'}, badge(job.status))],
@@ -262,7 +262,7 @@ export async function jobDetailPage(main, params, context, id) {
       ['Started', when(job.started_at)],
       ['Finished', when(job.finished_at)],
     ].filter(([, value]) => value !== null && value !== undefined);
-    clear(body).append(
+    fill(body, 
       h('dl', {class: 'facts'}, facts.map(([name, value]) => [h('dt', {}, name), h('dd', {}, value)])),
       job.error ? h('section', {}, h('h2', {}, 'Error'), h('pre', {class: 'error', id: 'job-error'}, job.error)) : null,
       h('section', {}, h('h2', {}, 'Stage timings'), timingsTable(job.stage_timings)),

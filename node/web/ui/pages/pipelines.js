@@ -1,6 +1,6 @@
 // Pipelines: what is installed, enabled, and warm in a worker.
 import {get} from '../api.js';
-import {badge, empty, h, heading, table} from '../dom.js';
+import {add, badge, empty, h, heading, table} from '../dom.js';
 
 function swatch(segment) {
   const rgb = segment.rgb || segment.colour || segment.color;
@@ -28,7 +28,7 @@ function accepts(spec) {
 
 export async function pipelinesPage(main) {
   const pipelines = await get('/ai/pipelines');
-  main.append(
+  add(main, 
     heading('Pipelines'),
     pipelines.length === 0
       ? empty('No pipelines installed.')

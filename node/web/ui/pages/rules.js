@@ -1,6 +1,6 @@
 // Rules: the list (with export, import and the tester for all rules) and the editor.
 import {ApiError, ROOT, del, enc, get, post, put, request} from '../api.js';
-import {announce, badge, clear, empty, errorBox, field, h, heading, table, uid} from '../dom.js';
+import {add, announce, badge, clear, empty, errorBox, field, fill, h, heading, table, uid} from '../dom.js';
 import {tester} from './tester.js';
 
 const VALIDATE_DELAY_MS = 400;
@@ -13,7 +13,7 @@ export async function rulesPage(main, params, context) {
     context.canWrite ? h('a', {class: 'button edit', href: '#/rules/new'}, 'New rule') : null,
     h('a', {class: 'button secondary', href: `${ROOT}/ai/rules/export`, download: 'rules.yaml'}, 'Export YAML'),
   );
-  main.append(
+  add(main, 
     heading('Rules', tools),
     rules.length === 0
       ? empty('No rules yet: studies are routed by each pipeline’s own criteria.')
@@ -48,12 +48,12 @@ function importSection() {
       const answer = await send(true);
       showDiff(answer.diff);
     } catch (error) {
-      output.append(errorBox(error));
+      add(output, errorBox(error));
     }
   };
   const showDiff = (diff) => {
     const nothing = !diff.added.length && !diff.removed.length && !diff.changed.length;
-    clear(output).append(
+    fill(output, 
       h('h3', {}, 'What the import would change'),
       nothing ? empty('Nothing: the file matches the stored rules.') : null,
       diff.added.length ? h('p', {}, h('strong', {}, 'Added: '), diff.added.join(', ')) : null,
@@ -78,7 +78,7 @@ function importSection() {
                   announce('Rules imported.');
                   window.dispatchEvent(new HashChangeEvent('hashchange'));
                 } catch (error) {
-                  output.append(errorBox(error));
+                  add(output, errorBox(error));
                 }
               },
             },
@@ -169,7 +169,7 @@ export async function ruleEditorPage(main, params, context, name) {
       schedule();
     });
     reqItems.push(entry);
-    reqRows.append(entry.row);
+    add(reqRows, entry.row);
   };
   for (const item of requires ? requires.series : []) addRow(item);
   const reqBody = h(
@@ -212,19 +212,19 @@ export async function ruleEditorPage(main, params, context, name) {
     if (conditionProblems.length) {
       for (const problem of conditionProblems) {
         const where = problem.line ? ` (line ${problem.line}, column ${problem.column})` : '';
-        conditionStatus.append(
+        add(conditionStatus, 
           h('p', {class: 'invalid', id: 'condition-message'}, `${problem.message}${where}`),
           problem.line ? positionMarker(condition.value, problem.line, problem.column) : null,
         );
       }
     } else if (condition.value.trim()) {
-      conditionStatus.append(h('p', {class: 'valid', id: 'condition-message'}, 'Condition is valid.'));
+      add(conditionStatus, h('p', {class: 'valid', id: 'condition-message'}, 'Condition is valid.'));
     }
     clear(problemsBox);
     if (others.length) {
-      problemsBox.append(h('ul', {class: 'invalid'}, others.map((problem) => h('li', {}, problem.field ? `${problem.field}: ` : '', problem.message))));
+      add(problemsBox, h('ul', {class: 'invalid'}, others.map((problem) => h('li', {}, problem.field ? `${problem.field}: ` : '', problem.message))));
     } else if (valid) {
-      problemsBox.append(h('p', {class: 'valid'}, 'The rule is valid.'));
+      add(problemsBox, h('p', {class: 'valid'}, 'The rule is valid.'));
     }
   }
 
@@ -236,7 +236,7 @@ export async function ruleEditorPage(main, params, context, name) {
       const answer = await post('/ai/rules/validate', draft());
       if (mine === sequence) showProblems(answer.problems || [], answer.valid);
     } catch (error) {
-      if (mine === sequence) clear(problemsBox).append(errorBox(error));
+      if (mine === sequence) fill(problemsBox, errorBox(error));
     }
   }
   function schedule() {
@@ -298,7 +298,7 @@ export async function ruleEditorPage(main, params, context, name) {
   form.addEventListener('input', schedule);
   form.addEventListener('change', schedule);
 
-  main.append(
+  add(main, 
     heading(creating ? 'New rule' : `Rule ${current.name}`, h('a', {href: '#/rules'}, 'All rules')),
     h('div', {class: 'split'}, h('section', {class: 'card'}, form), h('section', {class: 'card'}, tester({draft}))),
   );

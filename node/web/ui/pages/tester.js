@@ -1,6 +1,6 @@
 // The rule tester: a stored study (or an uploaded DICOM file) against a draft rule or all rules.
 import {get, post} from '../api.js';
-import {announce, badge, clear, empty, errorBox, field, h, table} from '../dom.js';
+import {announce, badge, empty, errorBox, field, fill, h, table} from '../dom.js';
 
 function studyLabel(study) {
   const tags = study.MainDicomTags || {};
@@ -11,7 +11,7 @@ function studyLabel(study) {
 }
 
 async function storedStudies() {
-  const studies = await get('/studies', {expand: 'true', limit: 200});
+  const studies = await get('/studies', {expand: 'true', since: 0, limit: 500});
   return studies.sort((a, b) => String(b.LastUpdate || '').localeCompare(String(a.LastUpdate || '')));
 }
 
@@ -93,7 +93,7 @@ export function tester({draft, title = 'Test against a study'}) {
         const rule = draft ? draft() : null;
         if (draft && !rule) return;
         run.disabled = true;
-        clear(output).append(h('p', {class: 'muted'}, 'Testing…'));
+        fill(output, h('p', {class: 'muted'}, 'Testing…'));
         try {
           let answer;
           if (file.files && file.files.length) {
@@ -102,13 +102,13 @@ export function tester({draft, title = 'Test against a study'}) {
           } else if (select.value) {
             answer = await post('/ai/rules/test', rule ? {study: select.value, rule} : {study: select.value});
           } else {
-            clear(output).append(errorBox('Pick a stored study or a DICOM file first.'));
+            fill(output, errorBox('Pick a stored study or a DICOM file first.'));
             return;
           }
           show(answer);
           announce('Test finished.');
         } catch (error) {
-          clear(output).append(errorBox(error));
+          fill(output, errorBox(error));
         } finally {
           run.disabled = false;
         }
@@ -126,7 +126,7 @@ export function tester({draft, title = 'Test against a study'}) {
     const study = answer.study || {};
     const series = study.series || [];
     const seriesByKey = new Map(series.map((item) => [item.key, item]));
-    clear(output).append(
+    fill(output, 
       h('h3', {}, 'Study ', h('span', {class: 'uid'}, study.study_instance_uid || '')),
       series.length
         ? table(
@@ -141,13 +141,13 @@ export function tester({draft, title = 'Test against a study'}) {
 
   storedStudies().then(
     (studies) => {
-      clear(select).append(
+      fill(select, 
         h('option', {value: ''}, studies.length ? 'Choose a study…' : 'No studies stored'),
         studies.map((study) => h('option', {value: study.ID}, studyLabel(study))),
       );
     },
     (error) => {
-      clear(select).append(h('option', {value: ''}, `Could not list studies: ${error.message}`));
+      fill(select, h('option', {value: ''}, `Could not list studies: ${error.message}`));
     },
   );
   return form;
