@@ -14,6 +14,7 @@ from datetime import timedelta
 import requests
 
 from node.cli_pipelines import add_pipelines_command, add_worker_options
+from node.cli_rules import add_rules_command
 from node.config import Settings, load_settings
 from node.credentials import (
     Role,
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "worker":
             add_worker_options(command)
     add_pipelines_command(commands)
+    add_rules_command(commands)
     _add_users_command(commands)
     args = parser.parse_args(argv)
     try:
