@@ -77,11 +77,16 @@ def fetch_baselines(node, study_uid: str) -> dict[str, float]:
         return time.perf_counter() - begin
 
     identity = requests.Session()
+    identity.auth = node.admin
     identity.headers["Accept-Encoding"] = "identity"
     results["node: REST /file, identity, 4 threads"] = rest(identity)
-    results["REST /file, gzip (requests default), 4 threads"] = rest(requests.Session())
+    gzip = requests.Session()
+    gzip.auth = node.admin
+    results["REST /file, gzip (requests default), 4 threads"] = rest(gzip)
+    web = requests.Session()
+    web.auth = node.admin
     begin = time.perf_counter()
-    DICOMwebClient(f"{node.url}/dicom-web").retrieve_series(
+    DICOMwebClient(f"{node.url}/dicom-web", session=web).retrieve_series(
         study_uid, series["MainDicomTags"]["SeriesInstanceUID"]
     )
     results["WADO-RS retrieve_series (dicomweb-client)"] = time.perf_counter() - begin

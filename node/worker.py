@@ -8,11 +8,13 @@ into the study. Any failure fails only that job, with a message for the PACS adm
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections import Counter
@@ -39,7 +41,7 @@ from node.jobs.database import create_engine_for, migrate
 from node.jobs.deliveries import Delivery, DeliveryStore
 from node.jobs.errors import LeaseLostError
 from node.jobs.models import DeliveryStatus
-from node.jobs.store import Job, JobStore
+from node.jobs.store import WORKER_STATE_PREFIX, Job, JobStore
 from node.orthanc.client import OrthancClient
 from node.orthanc.study import summarize_study
 from node.results.measure import measure_segments
@@ -53,6 +55,10 @@ from pipelines.base import Pipeline
 from pipelines.registry import PipelineRegistry, WarmPipelines
 
 log = logging.getLogger(__name__)
+
+#: how often (seconds) a worker reports itself under node_state "worker:<id>" (read by
+#: node.web.api, which considers a worker silent for WORKER_SILENCE gone)
+REPORT_EVERY = 10.0
 
 
 class WorkerStopping(Exception):
@@ -97,7 +103,11 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker %s started; pipelines: %s", self.worker_id, ", ".join(self.registry.names()))
         poll = self.settings.worker.poll_interval.total_seconds()
+        reported = 0.0
         while not self.stopping.is_set():
+            if time.monotonic() - reported > REPORT_EVERY:
+                self.report()
+                reported = time.monotonic()
             if not self.run_one():
                 self.stopping.wait(poll)
         log.info("worker %s stopped", self.worker_id)
@@ -118,6 +128,18 @@ class Worker:
             return False
         self.run_job(job)
         return True
+
+    def report(self) -> None:
+        """Tell the console which pipelines this worker holds in memory (warm) and for which
+        it claims jobs; read by GET /ai/pipelines."""
+        state = {
+            "loaded": self.pipelines.loaded(),
+            "claims": None if self.claims is None else sorted(self.claims),
+        }
+        try:
+            self.store.set_state(f"{WORKER_STATE_PREFIX}{self.worker_id}", json.dumps(state))
+        except Exception:  # a busy database must not stop the worker; the next report catches up
+            log.warning("worker %s could not report its state", self.worker_id, exc_info=True)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -145,6 +167,7 @@ class Worker:
         try:
             result = self._process(job, timer)
             self.store.complete(job.id, self.worker_id, result=result, stage_timings=timer.seconds)
+            self.report()
             log.info("job %s done in %.1f s", job.id, sum(timer.seconds.values()))
         except WorkerStopping:
             self.store.release(job.id, self.worker_id)

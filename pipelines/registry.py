@@ -254,6 +254,10 @@ class WarmPipelines:
     def is_warm(self, name: str) -> bool:
         return name in self._instances
 
+    def loaded(self) -> list[str]:
+        """The pipelines loaded so far, by name."""
+        return sorted(self._instances)
+
     def load_seconds(self, name: str) -> float | None:
         """Seconds that instantiating and loading ``name`` took; ``None`` if not loaded yet."""
         return self._load_seconds.get(name)

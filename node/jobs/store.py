@@ -63,6 +63,11 @@ MAX_UID_LENGTH = 64
 _RERUN_TRIES = 5
 
 
+#: node_state keys "worker:<id>" hold each worker's report: the pipelines it has loaded and
+#: the ones it claims (node.worker writes them, GET /ai/pipelines reads them)
+WORKER_STATE_PREFIX = "worker:"
+
+
 class JobTrigger(enum.StrEnum):
     """What asked for a job."""
 
@@ -560,6 +565,14 @@ class JobStore:
         """A value of the node's persistent state, ``None`` if never set."""
         with self._read() as connection:
             return connection.execute(select(STATE.c.value).where(STATE.c.key == key)).scalar_one_or_none()
+
+    def states(self, prefix: str) -> dict[str, tuple[str, datetime]]:
+        """Every state value whose key starts with ``prefix``, with when it was last set."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(STATE.c.key, STATE.c.value, STATE.c.updated_at).where(STATE.c.key.startswith(prefix))
+            ).all()
+        return {row.key: (row.value, row.updated_at) for row in rows}
 
     def set_state(self, key: str, value: str) -> None:
         """Set (insert or replace) a value of the node's persistent state."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from node import __version__
@@ -17,13 +18,20 @@ from node.imaging.series import select_series
 from node.intake import Intake
 from node.jobs.errors import JobNotFoundError, JobStateError
 from node.jobs.models import JobStatus, WaitStatus
-from node.jobs.store import Job
+from node.jobs.store import WORKER_STATE_PREFIX, Job
 from node.routing import StudySummary
 from node.web.http import ApiResponse
 from node.web.http import error as _error
 from node.web.routes import Operation, Route
 
 MAX_PAGE = 1000
+#: workers report every few seconds (node.worker.REPORT_EVERY); silent longer than this, gone
+WORKER_SILENCE = timedelta(seconds=45)
+
+
+def state_loaded(state: Mapping[str, Any]) -> list[str]:
+    loaded = state.get("loaded")
+    return list(loaded) if isinstance(loaded, list) else []
 
 
 class NodeApi:
@@ -154,7 +162,36 @@ class NodeApi:
         )
 
     def pipelines(self) -> ApiResponse:
-        return ApiResponse(200, [self.registry.describe(name) for name in self.registry.names()])
+        """Each enabled pipeline, and which running workers hold it in memory (warm) or would
+        load it for their next job (cold)."""
+        workers = self._live_workers()
+        described = []
+        for name in self.registry.names():
+            claiming = [
+                w for w, state in workers.items() if state.get("claims") is None or name in state["claims"]
+            ]
+            warm = [w for w in claiming if name in state_loaded(workers[w])]
+            described.append(
+                {
+                    **self.registry.describe(name),
+                    "enabled": True,
+                    "warm": bool(warm),
+                    "workers": {"claiming": len(claiming), "warm": len(warm)},
+                }
+            )
+        return ApiResponse(200, described)
+
+    def _live_workers(self) -> dict[str, dict[str, Any]]:
+        now = datetime.now(UTC)
+        live = {}
+        for key, (value, updated_at) in self.store.states(WORKER_STATE_PREFIX).items():
+            if now - updated_at > WORKER_SILENCE:
+                continue  # a worker that stopped reporting is gone (stopped or killed)
+            try:
+                live[key.removeprefix(WORKER_STATE_PREFIX)] = json.loads(value)
+            except ValueError:
+                continue
+        return live
 
     def jobs(self, query: Mapping[str, str]) -> ApiResponse:
         status = query.get("status")

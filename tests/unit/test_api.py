@@ -142,3 +142,18 @@ def test_process_of_an_unknown_study_is_a_404(api: NodeApi) -> None:
 
 def test_process_with_a_body_that_is_not_json_is_a_400(api: NodeApi) -> None:
     assert api.process_study("study-1", b"pipeline=ct").status == 400
+
+
+def test_pipelines_say_which_are_warm_in_a_live_worker(api: NodeApi) -> None:
+    api.store.set_state("worker:host:1", json.dumps({"loaded": ["ct-tissue"], "claims": None}))
+    api.store.set_state("worker:host:2", json.dumps({"loaded": [], "claims": ["brain-extraction"]}))
+    described = {p["name"]: p for p in api.pipelines().body}
+    assert (described["ct-tissue"]["warm"], described["ct-tissue"]["workers"]) == (
+        True,
+        {"claiming": 1, "warm": 1},
+    )
+    assert (described["brain-extraction"]["warm"], described["brain-extraction"]["workers"]) == (
+        False,
+        {"claiming": 2, "warm": 0},
+    )
+    assert all(p["enabled"] for p in described.values())
