@@ -16,6 +16,7 @@ from node import __version__
 from node.errors import NodeError, NoMatchingSeriesError, OrthancError, PipelineError
 from node.imaging.series import select_series
 from node.intake import Intake
+from node.jobs.config_store import SubjectType
 from node.jobs.errors import JobNotFoundError, JobStateError
 from node.jobs.models import JobStatus, WaitStatus
 from node.jobs.store import WORKER_STATE_PREFIX, Job
@@ -80,7 +81,7 @@ class NodeApi:
                 (
                     Operation(
                         "POST",
-                        lambda r: self.process_study(r.groups[0], r.body),
+                        lambda r: self.process_study(r.groups[0], r.body, user=r.user),
                         "Run now: queue a pipeline (or every one that applies) on a study",
                         write=True,
                         request_schema={
@@ -230,7 +231,7 @@ class NodeApi:
         except JobStateError as error:
             return _error(409, str(error))
 
-    def process_study(self, study_id: str, body: bytes) -> ApiResponse:
+    def process_study(self, study_id: str, body: bytes, *, user: str = "anonymous") -> ApiResponse:
         """Run now: queue the named pipeline (or every one that applies), re-running if done."""
         try:
             request = json.loads(body) if body.strip() else {}
@@ -262,6 +263,13 @@ class NodeApi:
                 return _error(409, str(error))
         if not jobs:
             return _error(422, "no pipeline applies to this study. " + " ".join(reasons))
+        self.intake.config.record_action(
+            user,
+            "process",
+            SubjectType.JOB,
+            study.study_instance_uid,
+            {"orthanc_study_id": study_id, "pipeline": name, "jobs": [job.id for job in jobs]},
+        )
         return ApiResponse(200, [job.to_json() for job in jobs])
 
     def _queue_or_rerun(self, study: StudySummary, name: str, version: str) -> Job:

@@ -106,9 +106,11 @@ def test_retry_of_a_failed_job_queues_it_again(api: NodeApi) -> None:
 
 
 def test_process_named_pipeline_queues_it(api: NodeApi) -> None:
-    response = api.process_study("study-1", b'{"pipeline": "ct-tissue"}')
+    response = api.process_study("study-1", b'{"pipeline": "ct-tissue"}', user="alice")
     assert response.status == 200
     assert [(j["pipeline_name"], j["trigger"]) for j in response.body] == [("ct-tissue", "manual")]
+    entry = api.intake.config.audit()[0]
+    assert (entry.actor, entry.action, entry.subject_name) == ("alice", "process", "1.2.3.4")
 
 
 def test_process_of_a_done_study_reruns_it(api: NodeApi) -> None:
