@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from node.errors import OrthancError
 from node.jobs.config_store import ConfigStore, SubjectType
 from node.jobs.models import WaitStatus
 from node.jobs.store import Job, JobStore
-from node.jobs.waits import StudyWaitStore
-from node.routing import RoutingPlan, StudySummary, plan_jobs
+from node.jobs.waits import StudyWait, StudyWaitStore
+from node.routing import PlannedJob, RoutingPlan, StudySummary, plan_jobs
 from node.rules.files import rules_from_documents
-from node.rules.model import THIS_ORTHANC, Rule
+from node.rules.model import THIS_ORTHANC, OnTimeout, Rule
 from pipelines.registry import PipelineRegistry
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,15 @@ class Intake:
         study = self.summarize(study_id)
         plan = plan_jobs(study, self.rules(), self.registry)
         for wait in plan.incomplete:
-            assert wait.rule.requires is not None
+            requires = wait.rule.requires
+            if requires is None:  # plan_jobs lists only rules that require series here
+                continue
             stored = self.waits.wait(
                 orthanc_study_id=study.orthanc_id,
                 study_instance_uid=study.study_instance_uid,
                 rule=wait.rule.name,
                 missing=wait.check.missing,
-                wait=timedelta(minutes=wait.rule.requires.wait_minutes),
+                wait=timedelta(minutes=requires.wait_minutes),
             )
             if stored.status is WaitStatus.WAITING:
                 log.info(
@@ -100,41 +103,53 @@ class Intake:
         return self._enqueue(study, plan, trigger)
 
     def check_waits(self) -> list[Job]:
-        """End the waits whose deadline passed, as their rules say; return the jobs queued."""
+        """End the waits whose deadline passed, as their rules say; return the jobs queued.
+
+        Jobs are queued before the wait is ended (queueing is idempotent): a study Orthanc
+        cannot summarise just now stays waiting and is tried again on the next pass."""
+        overdue = self.waits.overdue()
+        if not overdue:
+            return []
+        rules = {rule.name: rule for rule in self.rules()}
         queued: list[Job] = []
-        for wait in self.waits.overdue():
-            rule = next((rule for rule in self.rules() if rule.name == wait.rule), None)
-            if rule is None or rule.requires is None or not rule.enabled:
-                self.waits.end(
-                    wait.orthanc_study_id,
-                    wait.rule,
-                    WaitStatus.SKIPPED,
-                    f"rule {wait.rule!r} was deleted, disabled or no longer requires series",
-                )
-                continue
-            missing = ", ".join(wait.missing)
-            minutes = f"{rule.requires.wait_minutes:g} min"
-            if rule.requires.on_timeout.value == "skip":
-                ended = self.waits.end(
-                    wait.orthanc_study_id,
-                    wait.rule,
-                    WaitStatus.SKIPPED,
-                    f"skipped: {missing} did not arrive within {minutes} of the study becoming stable",
-                )
-                if ended is not None:
-                    log.info(
-                        "study %s skipped by rule %s: %s missing", wait.study_instance_uid, rule.name, missing
-                    )
-                continue
+        for wait in overdue:
+            try:
+                queued += self._end_wait(wait, rules.get(wait.rule))
+            except OrthancError as error:
+                log.warning("study %s: its wait could not be ended yet: %s", wait.study_instance_uid, error)
+        return queued
+
+    def _end_wait(self, wait: StudyWait, rule: Rule | None) -> list[Job]:
+        if rule is None or rule.requires is None or not rule.enabled:
+            self.waits.end(
+                wait.orthanc_study_id,
+                wait.rule,
+                WaitStatus.SKIPPED,
+                f"rule {wait.rule!r} was deleted, disabled or no longer requires series",
+            )
+            return []
+        missing = ", ".join(wait.missing)
+        minutes = f"{rule.requires.wait_minutes:g} min"
+        if rule.requires.on_timeout is OnTimeout.SKIP:
             ended = self.waits.end(
                 wait.orthanc_study_id,
                 wait.rule,
-                WaitStatus.QUEUED,
-                f"processed without {missing}: the {minutes} wait ended",
+                WaitStatus.SKIPPED,
+                f"skipped: {missing} did not arrive within {minutes} of the study becoming stable",
             )
             if ended is not None:
-                queued += self._run_rules(wait.orthanc_study_id, [rule], "wait-timeout")
-        return queued
+                log.info(
+                    "study %s skipped by rule %s: %s missing", wait.study_instance_uid, rule.name, missing
+                )
+            return []
+        jobs = self._run_rules(wait.orthanc_study_id, [rule], "wait-timeout")
+        self.waits.end(
+            wait.orthanc_study_id,
+            wait.rule,
+            WaitStatus.QUEUED,
+            f"processed without {missing}: the {minutes} wait ended",
+        )
+        return jobs
 
     def force_complete(self, study_id: str, *, actor: str) -> list[Job]:
         """An admin says the study is complete: run its matching rules without waiting for
@@ -158,6 +173,28 @@ class Intake:
         )
         return jobs
 
+    def _add_routing(self, study: StudySummary, planned: PlannedJob) -> None:
+        """A rule asks for a pipeline whose job exists (another rule queued it, or this one
+        before its required series arrived): the job also delivers to this rule's destinations."""
+        existing = self.store.find_automatic(
+            study.study_instance_uid, planned.pipeline.name, planned.pipeline.version
+        )
+        if existing is None or set(planned.destinations) <= set(existing.destinations):
+            return
+        merged = self.store.add_routing(
+            existing.id, destinations=planned.destinations, rules=planned.rules, priority=planned.priority
+        )
+        if merged is None:
+            log.warning(
+                "study %s: rules %s ask for %s results at %s, but job %s has finished and delivered "
+                "already; run the study again (Run now) to send them there",
+                study.study_instance_uid,
+                ", ".join(planned.rules),
+                planned.pipeline.name,
+                ", ".join(sorted(set(planned.destinations) - set(existing.destinations))),
+                existing.id,
+            )
+
     def _run_rules(self, study_id: str, rules: list[Rule], trigger: str) -> list[Job]:
         study = self.summarize(study_id)
         return self._enqueue(study, plan_jobs(study, rules, self.registry, ignore_requirements=True), trigger)
@@ -178,6 +215,8 @@ class Intake:
             )
             if job is not None:
                 queued.append(job)
+            else:
+                self._add_routing(study, planned)
         for problem in plan.problems:
             log.warning("study %s: %s", study.study_instance_uid, problem)
         log.info(

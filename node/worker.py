@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 REPORT_EVERY = 10.0
 
 
-class WorkerStopping(Exception):
-    """Raised in the job's thread when the worker is asked to stop mid-job."""
+class WorkerStopping(BaseException):
+    """Raised in the job's thread when the worker is asked to stop mid-job. A BaseException,
+    so the ``except Exception`` boundaries of a stage (a delivery attempt, say) let it through
+    to run_job, which releases the job instead of recording a failure."""
 
 
 def result_uid(job: Job, purpose: str) -> str:
@@ -90,7 +92,7 @@ class Worker:
             jobs=self.store,
             deliveries=DeliveryStore(self.store.engine),
             config=ConfigStore(self.store.engine),
-            files=ResultFiles(settings.data_dir / "results"),
+            files=ResultFiles(settings.resolved_data_dir / "results"),
             orthanc=self.orthanc,
             retry=settings.delivery,
             lease_seconds=settings.worker.lease.total_seconds(),
@@ -117,15 +119,16 @@ class Worker:
 
         Deliveries first: they are short, and a destination that came back should get its
         results before the next model run."""
-        if self.sender.send_due():
-            return True
+        delivered = self.sender.send_due()
+        # one delivery per turn, then a job: a crowd of deliveries to a dead peer, each failing
+        # after its timeout, must not keep the models waiting
         job = self.store.claim(
             worker_id=self.worker_id,
             lease_seconds=self.settings.worker.lease.total_seconds(),
             pipelines=self.claims,
         )
         if job is None:
-            return False
+            return delivered
         self.run_job(job)
         return True
 
@@ -293,17 +296,23 @@ class Worker:
         """A delivery per destination of the job, each tried once now; failures are retried
         later by whichever worker is free (node.destinations.sender). Returns the deliveries and,
         for this Orthanc, where each SOP Instance UID is stored."""
+        # read again: a rule matched after the job was queued may have added destinations
+        destinations = self.store.get(job.id).destinations
         created = self.sender.deliveries.create_for_job(
-            job.id, list(job.destinations), max_attempts=self.settings.delivery.max_attempts
+            job.id, list(destinations), max_attempts=self.settings.delivery.max_attempts
         )
         deliveries = []
         locations: dict[str, str] = {}
-        for delivery in created:
+        # this Orthanc first: the radiologist's copy must not wait on a remote peer's timeout
+        for delivery in sorted(created, key=lambda d: d.destination != THIS_ORTHANC):
             if delivery.status is DeliveryStatus.PENDING:
                 delivery, sent = self.sender.send_now(delivery)
                 if delivery.destination == THIS_ORTHANC:
                     locations.update((item.sop_instance_uid, item.location) for item in sent)
             deliveries.append(delivery)
+        if all(d.status is DeliveryStatus.DELIVERED for d in deliveries):
+            # a job run again after its worker died finds its deliveries done already
+            self.sender.files.remove(job.uid)
         return deliveries, locations
 
     def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:

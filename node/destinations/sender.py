@@ -9,6 +9,9 @@ job's staged files are removed once every delivery of the job has succeeded.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from pydantic import TypeAdapter, ValidationError
@@ -66,7 +69,14 @@ class DeliverySender:
         try:
             config = _CONFIG.validate_python({**stored.document, "type": stored.type, "name": stored.name})
         except ValidationError as error:
-            raise DeliveryError(f"destination {name!r} has invalid settings: {error}") from error
+            # locations and messages only: pydantic's default text quotes the input, secrets too
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+                for item in error.errors(include_input=False, include_url=False)
+            )
+            raise DeliveryError(
+                f"destination {name!r} has invalid settings ({problems}); correct it"
+            ) from None
         return from_config(config, self.orthanc)
 
     def send_due(self) -> bool:
@@ -89,7 +99,8 @@ class DeliverySender:
         job = self.jobs.get(delivery.job_id)
         try:
             destination = self.destination(delivery.destination)
-            sent = destination.send(self.files.read(job.uid))
+            with self._lease_kept(delivery):
+                sent = destination.send(self.files.read(job.uid))
         except NodeError as error:
             return self._failed(delivery, str(error)), []
         except Exception as error:  # a destination bug fails this attempt, not the worker
@@ -111,6 +122,26 @@ class DeliverySender:
         if all(d.status is DeliveryStatus.DELIVERED for d in self.deliveries.for_job(job.id)):
             self.files.remove(job.uid)
         return done, sent
+
+    @contextmanager
+    def _lease_kept(self, delivery: Delivery) -> Iterator[None]:
+        """Extend the delivery's lease while it is being sent, so a slow peer (a large study
+        over a slow link) does not let another worker take it over and send it again."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                if not self.deliveries.heartbeat(delivery.id, self.worker_id, self.lease_seconds):
+                    log.warning("delivery %s: lease lost while sending", delivery.id)
+                    return
+
+        thread = threading.Thread(target=beat, name=f"delivery-{delivery.id}-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _failed(self, delivery: Delivery, message: str) -> Delivery:
         try:

@@ -363,6 +363,48 @@ class JobStore:
                 )
         return Job.from_row(row)
 
+    def find_automatic(
+        self, study_instance_uid: str, pipeline_name: str, pipeline_version: str
+    ) -> Job | None:
+        """The automatic job (generation 0) of a study for one pipeline version, if any."""
+        with self._read() as connection:
+            row = connection.execute(
+                select(JOBS).where(
+                    JOBS.c.study_instance_uid == study_instance_uid,
+                    JOBS.c.pipeline_name == pipeline_name,
+                    JOBS.c.pipeline_version == pipeline_version,
+                    JOBS.c.generation == 0,
+                )
+            ).first()
+        return None if row is None else Job.from_row(row)
+
+    def add_routing(
+        self, job_id: int, *, destinations: Sequence[str], rules: Sequence[str], priority: int
+    ) -> Job | None:
+        """Add destinations and rules to a job that has not delivered yet (queued or running:
+        the worker reads the destinations again before delivering), raising its priority if
+        needed. ``None`` when the job has finished: its deliveries are made already."""
+        with self._write() as connection:
+            row = connection.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
+            if row is None or row.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return None
+            merged_destinations = list(
+                dict.fromkeys([*(row.destinations or ["this-orthanc"]), *destinations])
+            )
+            merged_rules = list(dict.fromkeys([*(row.rules or []), *rules]))
+            updated = connection.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(
+                    destinations=merged_destinations,
+                    rules=merged_rules,
+                    priority=max(row.priority, priority),
+                    updated_at=self._now(connection),
+                )
+                .returning(*JOBS.c)
+            ).one()
+        return Job.from_row(updated)
+
     def cancel(self, job_id: int, *, actor: str) -> Job:
         """Take a queued job out of the queue: it becomes failed with the reason "cancelled by
         ``actor``", so :meth:`retry` can queue it again. Running, done and failed jobs cannot be

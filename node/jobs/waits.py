@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Row, Table, select, update
+from sqlalchemy import Engine, Row, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.jobs.common import MAX_LIST_LIMIT, database_now, require_text, to_iso
@@ -186,4 +186,10 @@ class StudyWaitStore:
         return [StudyWait.from_row(row) for row in rows]
 
     def count_waiting(self) -> int:
-        return len(self.list(WaitStatus.WAITING, limit=MAX_LIST_LIMIT))
+        """How many (study, rule) waits are still waiting."""
+        with self._engine.begin() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(WAITS).where(WAITS.c.status == WaitStatus.WAITING)
+                ).scalar_one()
+            )

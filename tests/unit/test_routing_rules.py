@@ -9,6 +9,7 @@ import pytest
 from pydicom.uid import CTImageStorage, MRImageStorage
 from sqlalchemy import Engine
 
+from node.errors import OrthancError
 from node.imaging.series import SeriesSummary
 from node.intake import DEFAULT_RULE_NAME, Intake
 from node.jobs.config_store import ConfigStore
@@ -191,3 +192,30 @@ def test_urgent_jobs_are_claimed_before_routine_ones(intake: Intake) -> None:
     (urgent,) = intake.study_ready("study-2", "stable-study")
     claimed = intake.store.claim(worker_id="w", lease_seconds=60)
     assert claimed is not None and claimed.id == urgent.id
+
+
+def test_a_rule_completed_later_adds_its_destinations_to_the_queued_job(intake: Intake) -> None:
+    save(intake, rule("all-ct", 'Modality == "CT"', ["ct-tissue"]))
+    waiting = needs_mr(10, "skip").model_dump(mode="json") | {"destinations": ["pacs"]}
+    intake.config.save_rule(waiting, actor="test")
+    (job,) = intake.study_ready("study-1", "stable-study")
+    assert job.destinations == ("this-orthanc",)
+    intake.summarize = {"study-1": study(*HEAD.series, series("mr", "MR", 100))}.__getitem__
+    assert intake.study_ready("study-1", "stable-study") == []  # the job exists already...
+    merged = intake.store.get(job.id)
+    assert merged.destinations == ("this-orthanc", "pacs")  # ...and now also goes to the PACS
+    assert merged.rules == ("all-ct", "needs-mr")
+
+
+def test_a_study_orthanc_cannot_summarise_stays_waiting(intake: Intake, clock: Clock) -> None:
+    save(intake, needs_mr(10, "process"))
+    intake.study_ready("study-1", "stable-study")
+    clock.advance(11 * 60)
+
+    def unavailable(study_id: str) -> StudySummary:
+        raise OrthancError(f"Orthanc did not answer GET /studies/{study_id}")
+
+    intake.summarize = unavailable
+    assert intake.check_waits() == []
+    wait = intake.waits.get("study-1", "needs-mr")
+    assert wait is not None and wait.status is WaitStatus.WAITING
