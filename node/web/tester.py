@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,7 +112,10 @@ class RuleTester:
         if media_type == DICOM:
             study = summary_of_files([_read_dicom(request.body, "the request body")])
         elif media_type == MULTIPART:
-            study = summary_of_files(_form_files(request))
+            files, rule_part = _form_parts(request)
+            study = summary_of_files(files)
+            if rule_part is not None:
+                draft = _draft(rule_part)
         else:
             body = json_object(request)
             study_id = body.get("study")
@@ -251,14 +255,23 @@ def _read_dicom(data: bytes, label: str) -> Dataset:
         raise RequestError(400, f"{label} is not a DICOM file ({error})") from error
 
 
-def _form_files(request: Request) -> list[Dataset]:
-    """The file parts of a multipart/form-data body, read as DICOM."""
+def _form_parts(request: Request) -> tuple[list[Dataset], Any]:
+    """The file parts of a multipart/form-data body, read as DICOM, and the draft rule of a
+    part named ``rule`` (JSON), if there is one."""
     head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
     if not message.is_multipart():
         raise RequestError(400, "the multipart/form-data body could not be read (is the boundary right?)")
     files = []
+    rule: Any = None
     for part in message.walk():
+        if part.get_param("name", header="content-disposition") == "rule":
+            raw = part.get_payload(decode=True)
+            try:
+                rule = json.loads(raw if isinstance(raw, bytes) else b"")
+            except ValueError as error:
+                raise RequestError(400, f"the form's rule part is not JSON: {error}") from error
+            continue
         if part.get_filename() is None:
             continue
         payload = part.get_payload(decode=True)
@@ -267,7 +280,7 @@ def _form_files(request: Request) -> list[Dataset]:
         )
     if not files:
         raise RequestError(400, "the form has no file part; attach a DICOM file")
-    return files
+    return files, rule
 
 
 def _draft(document: Any) -> Rule:

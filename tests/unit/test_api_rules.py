@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,31 @@ def test_the_tester_reads_a_file_from_a_browser_form(node: ApiNode) -> None:
     answer = node.call("POST", "/ai/rules/test", body=body, headers=headers)
     assert answer.status == 200, answer.body
     assert answer.body["results"][0]["matched"] is True
+
+
+def test_the_tester_runs_an_unsaved_draft_on_an_uploaded_file(node: ApiNode) -> None:
+    boundary = "----form7MA4YWxkTrZu0gX"
+    draft = json.dumps(rule(name="unsaved", condition='Modality == "MR"')).encode()
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="dicom"; filename="ct.dcm"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + _ct_file()
+        + (
+            f"\r\n--{boundary}\r\n"
+            'Content-Disposition: form-data; name="rule"; filename="blob"\r\n'
+            "Content-Type: application/json\r\n\r\n"
+        ).encode()
+        + draft
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    answer = node.call("POST", "/ai/rules/test", body=body, headers=headers)
+    assert answer.status == 200, answer.body
+    (result,) = answer.body["results"]
+    assert (result["rule"], result["matched"]) == ("unsaved", False)
 
 
 def test_a_file_that_is_not_dicom_is_a_400(node: ApiNode) -> None:

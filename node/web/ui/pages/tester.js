@@ -96,9 +96,14 @@ export function tester({draft, title = 'Test against a study'}) {
         fill(output, h('p', {class: 'muted'}, 'Testing…'));
         try {
           let answer;
-          if (file.files && file.files.length) {
-            const query = rule && rule.name ? {rule: rule.name} : undefined;
-            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom', query});
+          if (file.files && file.files.length && rule) {
+            // the draft travels with the file, so an unsaved rule can be tested on it too
+            const form = new FormData();
+            form.append('dicom', file.files[0]);
+            form.append('rule', new Blob([JSON.stringify(rule)], {type: 'application/json'}));
+            answer = await post('/ai/rules/test', form);
+          } else if (file.files && file.files.length) {
+            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom'});
           } else if (select.value) {
             answer = await post('/ai/rules/test', rule ? {study: select.value, rule} : {study: select.value});
           } else {
@@ -117,7 +122,7 @@ export function tester({draft, title = 'Test against a study'}) {
     h('h2', {}, title),
     field('Stored study', select, 'Study date · description · Study Instance UID').row,
     field('or a DICOM file', file, 'One instance; its series is tested as the whole study').row,
-    draft ? h('p', {class: 'muted small'}, 'Tests the rule as it is in the editor, saved or not. A file is tested against the saved rule of this name.') : null,
+    draft ? h('p', {class: 'muted small'}, 'Tests the rule as it is in the editor, saved or not.') : null,
     run,
     output,
   );
