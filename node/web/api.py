@@ -20,7 +20,7 @@ from node.jobs.config_store import SubjectType
 from node.jobs.errors import JobNotFoundError, JobStateError
 from node.jobs.models import JobStatus, WaitStatus
 from node.jobs.store import WORKER_STATE_PREFIX, Job
-from node.routing import StudySummary
+from node.routing import RoutingPlan, StudySummary, plan_jobs
 from node.web.http import ApiResponse
 from node.web.http import error as _error
 from node.web.routes import Operation, Route
@@ -249,6 +249,7 @@ class NodeApi:
         except PipelineError as error:
             return _error(404, str(error))
         candidates = [series.summary for series in study.input_series()]
+        routing = plan_jobs(study, self.intake.rules(), self.registry, ignore_requirements=True)
         jobs: list[Job] = []
         reasons = []
         for pipeline in pipelines:
@@ -258,7 +259,7 @@ class NodeApi:
                 reasons.append(f"{pipeline.name}: {error}")
                 continue
             try:
-                jobs.append(self._queue_or_rerun(study, pipeline.name, pipeline.version))
+                jobs.append(self._queue_or_rerun(study, pipeline.name, pipeline.version, routing))
             except JobStateError as error:  # a run of it is queued or running already
                 return _error(409, str(error))
         if not jobs:
@@ -272,13 +273,19 @@ class NodeApi:
         )
         return ApiResponse(200, [job.to_json() for job in jobs])
 
-    def _queue_or_rerun(self, study: StudySummary, name: str, version: str) -> Job:
+    def _queue_or_rerun(self, study: StudySummary, name: str, version: str, routing: RoutingPlan) -> Job:
+        # Run now sends the results where the rules would (this Orthanc when no rule asks for
+        # the pipeline); the series is still the pipeline's own choice.
+        planned = next((job for job in routing.jobs if job.pipeline.name == name), None)
         job = self.store.enqueue(
             orthanc_study_id=study.orthanc_id,
             study_instance_uid=study.study_instance_uid,
             pipeline_name=name,
             pipeline_version=version,
             trigger="manual",
+            priority=0 if planned is None else planned.priority,
+            destinations=None if planned is None else planned.destinations,
+            rules=None if planned is None else planned.rules,
         )
         if job is not None:
             return job

@@ -28,7 +28,9 @@ def _ct_study(orthanc_id: str = "study-1", uid: str = "1.2.3.4") -> StudySummary
         image_orientation=AXIAL,
         sop_class_uid=CTImageStorage,
     )
-    return StudySummary(orthanc_id, uid, (StudySeries(f"{orthanc_id}-series", summary, "Siemens"),))
+    return StudySummary(
+        orthanc_id, uid, (StudySeries(f"{orthanc_id}-series", summary, "Siemens", {"Modality": "CT"}),)
+    )
 
 
 @pytest.fixture
@@ -159,3 +161,15 @@ def test_pipelines_say_which_are_warm_in_a_live_worker(api: NodeApi) -> None:
         {"claiming": 2, "warm": 0},
     )
     assert all(p["enabled"] for p in described.values())
+
+
+def test_run_now_sends_results_where_the_rules_would(api: NodeApi) -> None:
+    from node.rules.model import Rule
+
+    to_pacs = Rule(
+        name="ct-pacs", condition='Modality == "CT"', pipelines=["ct-tissue"], destinations=["pacs"]
+    )
+    api.intake.config.save_rule(to_pacs.model_dump(mode="json"), actor="test")
+    (job,) = api.process_study("study-1", b'{"pipeline": "ct-tissue"}').body
+    assert set(job["destinations"]) == {"this-orthanc", "pacs"}  # the seeded rule and this one
+    assert set(job["rules"]) == {"all-pipelines", "ct-pacs"}
