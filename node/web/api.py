@@ -23,9 +23,9 @@ from node.jobs.store import WORKER_STATE_PREFIX, Job
 from node.routing import RoutingPlan, StudySummary, plan_jobs
 from node.web.http import ApiResponse
 from node.web.http import error as _error
+from node.web.params import MAX_PAGE, RequestError, page
 from node.web.routes import Operation, Route
 
-MAX_PAGE = 1000
 #: workers report every few seconds (node.worker.REPORT_EVERY); silent longer than this, gone
 WORKER_SILENCE = timedelta(seconds=45)
 
@@ -134,12 +134,9 @@ class NodeApi:
                 allowed = ", ".join([*(s.value for s in WaitStatus), "all"])
                 return _error(400, f"status {wanted!r} is not one of: {allowed}")
         try:
-            limit = int(query.get("limit", 100))
-            offset = int(query.get("offset", 0))
-        except ValueError:
-            return _error(400, "limit and offset must be whole numbers")
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            return _error(400, f"limit must be 1-{MAX_PAGE} and offset 0 or more")
+            limit, offset = page(query)
+        except RequestError as problem:
+            return _error(problem.status, problem.message)
         waits = self.intake.waits.list(status, limit=limit, offset=offset)
         return ApiResponse(200, [wait.to_json() for wait in waits])
 
@@ -203,12 +200,9 @@ class NodeApi:
                 allowed = ", ".join(s.value for s in JobStatus)
                 return _error(400, f"status {status!r} is not one of: {allowed}")
         try:
-            limit = int(query.get("limit", 100))
-            offset = int(query.get("offset", 0))
-        except ValueError:
-            return _error(400, "limit and offset must be whole numbers")
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            return _error(400, f"limit must be 1-{MAX_PAGE} and offset 0 or more")
+            limit, offset = page(query)
+        except RequestError as problem:
+            return _error(problem.status, problem.message)
         jobs = self.store.list(
             status=JobStatus(status) if status else None,
             study=query.get("study"),
