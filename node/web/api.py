@@ -25,6 +25,7 @@ from node.web.http import ApiResponse
 from node.web.http import error as _error
 from node.web.params import MAX_PAGE, RequestError, page
 from node.web.routes import Operation, Route
+from pipelines.registry import PipelineRegistry
 
 #: workers report every few seconds (node.worker.REPORT_EVERY); silent longer than this, gone
 WORKER_SILENCE = timedelta(seconds=45)
@@ -41,6 +42,7 @@ class NodeApi:
         self.store = intake.store
         self.registry = intake.registry
         self.extra_health = extra_health
+        self._all_installed: PipelineRegistry | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -161,7 +163,8 @@ class NodeApi:
 
     def pipelines(self) -> ApiResponse:
         """Each enabled pipeline, and which running workers hold it in memory (warm) or would
-        load it for their next job (cold)."""
+        load it for their next job (cold); then the installed pipelines the configuration
+        leaves out (``pipelines:``), as not enabled."""
         workers = self._live_workers()
         described = []
         for name in self.registry.names():
@@ -177,7 +180,26 @@ class NodeApi:
                     "workers": {"claiming": len(claiming), "warm": len(warm)},
                 }
             )
+        installed = self._installed()
+        for name in installed.names():
+            if name not in self.registry.names():
+                described.append(
+                    {
+                        **installed.describe(name),
+                        "enabled": False,
+                        "warm": False,
+                        "workers": {"claiming": 0, "warm": 0},
+                    }
+                )
         return ApiResponse(200, described)
+
+    def _installed(self) -> PipelineRegistry:
+        if self._all_installed is None:
+            try:
+                self._all_installed = PipelineRegistry.from_entry_points()
+            except NodeError:  # a broken third-party entry point: show the enabled ones only
+                self._all_installed = self.registry
+        return self._all_installed
 
     def _live_workers(self) -> dict[str, dict[str, Any]]:
         now = datetime.now(UTC)

@@ -173,3 +173,12 @@ def test_run_now_sends_results_where_the_rules_would(api: NodeApi) -> None:
     (job,) = api.process_study("study-1", b'{"pipeline": "ct-tissue"}').body
     assert set(job["destinations"]) == {"this-orthanc", "pacs"}  # the seeded rule and this one
     assert set(job["rules"]) == {"all-pipelines", "ct-pacs"}
+
+
+def test_installed_pipelines_left_out_by_the_configuration_are_listed_as_not_enabled(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    migrate(url)
+    only_ct = PipelineRegistry.from_entry_points(enabled=["ct-tissue"])
+    api = NodeApi(Intake(JobStore(url), only_ct, lambda study_id: _ct_study()))
+    enabled = {p["name"]: p["enabled"] for p in api.pipelines().body}
+    assert enabled == {"ct-tissue": True, "brain-extraction": False}
