@@ -186,19 +186,7 @@ class DeliveryStore:
                 .limit(1)
                 .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock
             )
-            row = connection.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == query.scalar_subquery())
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    lease_owner=worker_id,
-                    lease_expires_at=now + lease,
-                    attempts=DELIVERIES.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(*DELIVERIES.c)
-            ).first()
-        return None if row is None else Delivery.from_row(row)
+            return self._take(connection, worker_id, now, lease, DELIVERIES.c.id == query.scalar_subquery())
 
     def claim(self, delivery_id: int, worker_id: str, lease_seconds: float) -> Delivery | None:
         """Take one pending delivery now, due or not (the worker that built a job's results
@@ -208,19 +196,14 @@ class DeliveryStore:
         lease = lease_duration(lease_seconds)
         with self._write() as connection:
             now = database_now(connection, self._clock)
-            row = connection.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.status == DeliveryStatus.PENDING)
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    lease_owner=worker_id,
-                    lease_expires_at=now + lease,
-                    attempts=DELIVERIES.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(*DELIVERIES.c)
-            ).first()
-        return None if row is None else Delivery.from_row(row)
+            return self._take(
+                connection,
+                worker_id,
+                now,
+                lease,
+                DELIVERIES.c.id == delivery_id,
+                DELIVERIES.c.status == DeliveryStatus.PENDING,
+            )
 
     def heartbeat(self, delivery_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a delivery ``worker_id`` holds; ``False`` if it no longer does."""
@@ -366,6 +349,25 @@ class DeliveryStore:
         # on SQLite: BEGIN IMMEDIATE, so the transaction holds the write lock from its start
         with self._write_engine.begin() as connection:
             yield connection
+
+    @staticmethod
+    def _take(
+        connection: Connection, worker_id: str, now: datetime, lease: timedelta, *where: Any
+    ) -> Delivery | None:
+        """Make the delivery ``where`` selects ``sending``, leased to ``worker_id``, one more attempt."""
+        row = connection.execute(
+            update(DELIVERIES)
+            .where(*where)
+            .values(
+                status=DeliveryStatus.SENDING,
+                lease_owner=worker_id,
+                lease_expires_at=now + lease,
+                attempts=DELIVERIES.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(*DELIVERIES.c)
+        ).first()
+        return None if row is None else Delivery.from_row(row)
 
     @staticmethod
     def _held(delivery_id: int, worker_id: str) -> tuple[Any, ...]:
