@@ -210,11 +210,25 @@ def remove_user(path: Path, name: str) -> None:
     save_credentials(path, credentials.without_user(name))
 
 
+#: what ``ai-node users reset-password`` must tell: the filter refuses the old password at once,
+#: Orthanc knows only the old one until it restarts, so the user is locked out until then
+RESET_PASSWORD_NOTE = (
+    "{name} cannot log in until the node restarts (`ai-node stop`, then `ai-node start`): "
+    "the old password is refused from now on, and Orthanc accepts the new one only after a restart."
+)
+
+
 def reset_password(path: Path, name: str) -> User:
+    """A new random password for ``name``. Until the node restarts the user cannot log in at all
+    (see RESET_PASSWORD_NOTE); the node's internal users are refused."""
     credentials = load_credentials(path)
     user = credentials.users.get(name)
     if user is None:
         raise ConfigurationError(f"there is no user {name!r}")
+    if user.internal:
+        # The filter would refuse the node's own processes (or the viewer proxy) at once, while
+        # Orthanc keeps the old password until it restarts: nothing could log in as them.
+        raise ConfigurationError(f"user {name!r} is the node's own; its password cannot be reset")
     changed = replace(user, password=new_password())
     save_credentials(path, credentials.with_user(changed))
     return changed
@@ -226,7 +240,7 @@ class CredentialsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._credentials = Credentials({})
 
     def current(self) -> Credentials:
@@ -234,7 +248,9 @@ class CredentialsFile:
             status = self.path.stat()
         except FileNotFoundError:
             return Credentials({})
-        stamp = (status.st_mtime_ns, status.st_size)
+        # save_credentials replaces the file (os.replace): a new inode, even when a rewrite in
+        # the same clock tick keeps the mtime and the size (a reset password has the same length).
+        stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
         if stamp != self._stamp:
             self._credentials = load_credentials(self.path)
             self._stamp = stamp

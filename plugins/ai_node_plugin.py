@@ -27,10 +27,10 @@ from node.intake import Intake  # noqa: E402
 from node.jobs.database import create_engine_for, migrate  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
-from node.web.access import AccessPolicy, access_routes, basic_credentials  # noqa: E402
+from node.web.access import AccessPolicy, basic_credentials  # noqa: E402
 from node.web.app import NodeContext, build_routes  # noqa: E402
 from node.web.http import ApiResponse, Request  # noqa: E402
-from node.web.routes import RouteTable, merge  # noqa: E402
+from node.web.routes import RouteTable  # noqa: E402
 from pipelines.registry import PipelineRegistry  # noqa: E402
 
 
@@ -69,18 +69,20 @@ class _Plugin:
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
         self.intake.seed_default_rule()
         credentials = CredentialsFile(credentials_path(self.settings))
+        # The policy reads the route table, and the table's /ai/me asks the policy: the table
+        # is given to the policy once built.
         self.access = AccessPolicy(
             RouteTable(()), credentials.current, authentication=self.settings.orthanc.authentication
         )
-        node_routes = build_routes(
+        self.routes = build_routes(
             NodeContext(
                 settings=self.settings,
                 intake=self.intake,
                 get_json=_get_json,
                 health_extra=self._health_extra,
+                access=self.access,
             )
         )
-        self.routes = merge(node_routes.routes, access_routes(self.access))
         self.access.routes = self.routes
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -105,8 +107,10 @@ class _Plugin:
         """Orthanc's incoming-HTTP-request filter: True lets the request through, False is 403."""
         method = _METHODS.get(request.get("method"), str(request.get("method")))
         headers = {name.lower(): value for name, value in request.get("headers", {}).items()}
+        # Orthanc gives the filter the parsed query of a GET (where ``_method`` fakes a method).
+        arguments = request.get("get") or {}
         try:
-            decision = self.access.decide(method, uri, headers)
+            decision = self.access.decide(method, uri, headers, arguments)
         except Exception:  # e.g. an unreadable credentials file: refuse rather than crash Orthanc
             log.exception("access check of %s %s failed; refused", method, uri)
             return False
@@ -150,7 +154,18 @@ class _Plugin:
             self.wake.set()
 
 
-def _answer(output, response):
+def _answer(output, route, response):
+    # Orthanc's SendHttpStatus refuses these statuses (HttpOutput::SendStatus throws
+    # ParameterOutOfRange, answered 500): each has a call of its own, which sends no body.
+    if response.status == 405:
+        output.SendMethodNotAllowed(_allowed(route, response))
+        return
+    if response.status == 401:
+        output.SendUnauthorized("ai-node")
+        return
+    if response.status == 301:
+        output.Redirect(response.headers.get("Location", "/"))
+        return
     body = response.payload()
     for name, value in response.headers.items():
         output.SetHttpHeader(name, value)
@@ -161,6 +176,17 @@ def _answer(output, response):
     output.SetHttpHeader("Content-Type", response.content_type)
     # orthanc-python 4.0 takes the body of an error answer as str plus its size in bytes.
     output.SendHttpStatus(response.status, body.decode("utf-8", "replace"), len(body))
+
+
+def _allowed(route, response):
+    """The Allow header of a 405: an explicit one, else the route's methods that the answer
+    names as allowed (``{"allowed": ["GET", "POST test"]}`` of a built-in destination), else
+    all the route's methods."""
+    if "Allow" in response.headers:
+        return response.headers["Allow"]
+    named = response.body.get("allowed", []) if isinstance(response.body, dict) else []
+    methods = [method for method in route.methods if method in named]
+    return ",".join(methods or route.methods)
 
 
 def _callback(route):
@@ -185,7 +211,7 @@ def _callback(route):
         except Exception as error:  # a REST call must never take Orthanc's HTTP thread down
             log.exception("REST %s %s failed", method, uri)
             response = ApiResponse(503, {"error": f"the AI node could not answer: {error}"})
-        _answer(output, response)
+        _answer(output, route, response)
 
     return callback
 

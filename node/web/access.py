@@ -3,16 +3,23 @@
 Orthanc checks the basic-auth password (``AuthenticationEnabled``) and answers 401 before the
 filter runs; the filter then decides by role, and this module is that decision, without Orthanc:
 
+- A request that fakes its method is refused: Orthanc turns ``GET ...?_method=delete`` and any
+  request with an ``X-HTTP-Method-Override`` header into a PUT or DELETE, which an ``<img>`` on
+  another site could otherwise make a logged-in browser send (with no Origin or Referer).
 - ``GET``/``HEAD``: any known user.
-- ``/ai/`` operations marked ``write`` in the route table: admins only, and only with the
-  CSRF checks a browser app needs: an ``X-Requested-By`` header (a cross-site form cannot set
-  one, and a cross-site script cannot without a CORS preflight Orthanc never grants) and, when
-  the browser says where the request comes from (``Origin``, else ``Referer``), the same host
-  and port as the request's ``Host``.
-- Orthanc's own REST API (and DICOMweb): viewers may only read, so besides GET/HEAD only the
-  POSTs that read (``/tools/find``, ``/tools/lookup``, archive and media downloads); admins may
-  change anything, but a browser request from another origin is refused (Orthanc Explorer is
-  same-origin; scripts send no Origin). STOW-RS (``POST /dicom-web/studies``) is a change.
+- Every other request changes something unless it is known to only read, and a change needs
+  the admin role and the CSRF checks a browser app needs: an ``X-Requested-By`` header (a
+  cross-site form or image cannot set one, and a cross-site script cannot without a CORS
+  preflight Orthanc never grants) and, when the browser says where the request comes from
+  (``Origin``, else ``Referer``), the same host and port as the request's ``Host``.
+- What only reads: under ``/ai/``, the operations of the route table not marked ``write``; on
+  Orthanc's own API (and DICOMweb), the POSTs that search or build a download (``/tools/find``,
+  ``/tools/lookup``, archive and media downloads), which a cross-origin browser may not send.
+  A path under ``/ai/`` that matches no operation is a change (fail closed: a path the filter
+  does not recognise must not get past it). STOW-RS (``POST /dicom-web/studies``) is a change.
+- On Orthanc's own API, ``X-Requested-With`` (which jQuery, and so Orthanc Explorer, sends on
+  every request to its own site) counts as the CSRF header too: a cross-site page cannot set
+  it either.
 
 The password is checked again against the credentials file, so a removed user or a replaced
 password is refused at once, although Orthanc itself re-reads its users only on restart.
@@ -29,10 +36,16 @@ from urllib.parse import urlsplit
 
 from node.credentials import Credentials, Role
 from node.web.http import ApiResponse, Request
-from node.web.routes import Operation, Route, RouteTable
+from node.web.routes import Operation, Route, RouteTable, orthanc_path
 
 READS = frozenset({"GET", "HEAD"})
 CSRF_HEADER = "x-requested-by"
+# Orthanc Explorer (jQuery) sends this one on its own writes (delete, modify, upload).
+ORTHANC_CSRF_HEADERS = (CSRF_HEADER, "x-requested-with")
+# Orthanc's method faking (HttpServer.cpp, ExtractMethod): the header on any request, the
+# query argument on a GET.
+METHOD_OVERRIDE_HEADER = "x-http-method-override"
+METHOD_OVERRIDE_ARGUMENT = "_method"
 # POSTs on Orthanc's API that only read (search, or build a download): allowed to viewers.
 _READ_ONLY_POSTS = re.compile(
     r"^/(tools/(find|lookup|create-archive|create-media|create-media-extended)"
@@ -91,34 +104,51 @@ class AccessPolicy:
         user = self._credentials().check(*pair)
         return None if user is None else Identity(user.name, user.role)
 
-    def decide(self, method: str, uri: str, headers: Mapping[str, str]) -> Decision:
-        """``headers`` with lower-case names; ``uri`` without its query string."""
+    def decide(
+        self,
+        method: str,
+        uri: str,
+        headers: Mapping[str, str],
+        arguments: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """``headers`` with lower-case names; ``uri`` without its query string, whose arguments
+        (Orthanc parses them for a GET only) are ``arguments``."""
         method = method.upper()
         identity = self.identify(headers)
         if identity is None:
             return Decision(False, f"{method} {uri}: unknown user or wrong password")
         who = f"user {identity.name} ({identity.role})"
+        # Before anything else: with a faked method, ``method`` is already Orthanc's PUT or
+        # DELETE, but refusing the faking itself needs no reasoning about what it would do.
+        if METHOD_OVERRIDE_HEADER in headers or METHOD_OVERRIDE_ARGUMENT in (arguments or {}):
+            return Decision(False, f"{method} {uri}: the HTTP method is overridden; refused")
         if method in READS:
             return Decision(True, f"{method} {uri}: {who} may read")
-        if uri.startswith("/ai/"):
-            operation = self.routes.operation(method, uri)
-            if operation is None or not operation.write:
-                # No such operation (Orthanc answers 404/405) or one that only reads.
-                return Decision(True, f"{method} {uri}: reads, allowed to {who}")
-            if identity.role is not Role.ADMIN:
-                return Decision(False, f"{method} {uri}: changes the node; {who} may not")
-            if not headers.get(CSRF_HEADER, "").strip():
-                return Decision(False, f"{method} {uri}: no X-Requested-By header (CSRF check)")
-            problem = _cross_origin(headers)
+        path = orthanc_path(uri)
+        node = path == "/ai" or path.startswith("/ai/")
+        if node:
+            operation = self.routes.operation(method, path)
+            reads = operation is not None and not operation.write
+            changes = "changes the node" if operation is not None else "is no operation that only reads"
+            csrf_headers: tuple[str, ...] = (CSRF_HEADER,)
+        else:
+            reads = method == "POST" and _READ_ONLY_POSTS.match(path) is not None
+            changes = "changes Orthanc"
+            csrf_headers = ORTHANC_CSRF_HEADERS
+        if reads:
+            # Orthanc's searches and downloads keep their same-origin check; /ai/ reads need none.
+            problem = None if node else _cross_origin(headers)
             if problem:
                 return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
-            return Decision(True, f"{method} {uri}: {who} may change the node")
-        if identity.role is not Role.ADMIN and not (method == "POST" and _READ_ONLY_POSTS.match(uri)):
-            return Decision(False, f"{method} {uri}: changes Orthanc; {who} may not")
+            return Decision(True, f"{method} {uri}: reads, allowed to {who}")
+        if identity.role is not Role.ADMIN:
+            return Decision(False, f"{method} {uri}: {changes}; {who} may not")
+        if not any(headers.get(name, "").strip() for name in csrf_headers):
+            return Decision(False, f"{method} {uri}: no X-Requested-By header (CSRF check)")
         problem = _cross_origin(headers)
         if problem:
             return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
-        return Decision(True, f"{method} {uri}: allowed to {who}")
+        return Decision(True, f"{method} {uri}: {who} may change {'the node' if node else 'Orthanc'}")
 
 
 def _cross_origin(headers: Mapping[str, str]) -> str | None:
@@ -155,12 +185,14 @@ def _host_and_port(host: str, origin: str) -> tuple[str, int] | None:
     return _netloc(f"{scheme}://{host}")
 
 
-def access_routes(policy: AccessPolicy) -> list[Route]:
+def access_routes(policy: AccessPolicy | None) -> list[Route]:
     """``GET /ai/me``: who the caller is and what they may do (the admin console hides what a
-    viewer cannot change; the filter refuses it anyway)."""
+    viewer cannot change; the filter refuses it anyway). Without a policy (no authentication,
+    or a table built outside the plugin) the caller is the anonymous admin, as the filter
+    would decide without authentication."""
 
     def me(request: Request) -> ApiResponse:
-        identity = policy.identify(request.headers)
+        identity = Identity("anonymous", Role.ADMIN) if policy is None else policy.identify(request.headers)
         if identity is None:
             return ApiResponse(401, {"error": "unknown user or wrong password"})
         return ApiResponse(200, {"user": identity.name, "role": identity.role.value})

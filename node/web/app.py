@@ -10,6 +10,7 @@ from node.config import Settings
 from node.intake import Intake
 from node.jobs.config_store import SubjectType
 from node.jobs.deliveries import DeliveryStore
+from node.web.access import AccessPolicy, access_routes
 from node.web.api import NodeApi
 from node.web.console import console_routes
 from node.web.dashboard_api import DashboardApi
@@ -37,6 +38,9 @@ class NodeContext:
     get_json: GetJson
     health_extra: Callable[[], dict[str, Any]] = field(default=dict)
     deliveries: DeliveryStore | None = None
+    #: the plugin's access filter, which GET /ai/me asks who the caller is; None without
+    #: authentication (or outside the plugin): /ai/me then answers the anonymous admin
+    access: AccessPolicy | None = None
 
 
 def build_routes(context: NodeContext) -> RouteTable:
@@ -59,6 +63,8 @@ def build_routes(context: NodeContext) -> RouteTable:
         DestinationsApi(config, context.get_json).routes(),
         DashboardApi(engine, waiting).routes(),
         console_routes(),
+        # here, not merged in by the plugin afterwards, so that openapi.json describes it too
+        access_routes(context.access),
     ]
     document: dict[str, Any] = {}
 

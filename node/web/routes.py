@@ -66,6 +66,20 @@ class Route:
         return [op.method for op in self.operations]
 
 
+def orthanc_path(uri: str) -> str:
+    """``uri`` as Orthanc routes it: its non-empty segments joined by single slashes.
+
+    Orthanc (``Toolbox::SplitUriComponents``, then ``FlattenUri``) ignores a trailing slash, so
+    ``/ai/rules/x/`` reaches the same callback as ``/ai/rules/x``; the filter must look up the
+    same route or it would miss the operation. An empty segment (``//``) makes Orthanc answer
+    400 before the filter runs; dropping it here too is harmless (a miss fails closed). Nothing
+    is lower-cased or percent-decoded: Orthanc matches case-sensitively, and the web server
+    has already decoded the URI (``%2F`` is a ``/`` by then) before Orthanc or the filter sees
+    it, so decoding again would look up a path Orthanc does not route.
+    """
+    return "/" + "/".join(segment for segment in uri.split("/") if segment)
+
+
 class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
@@ -82,7 +96,8 @@ class RouteTable:
         """The route serving ``path`` and its parameter values; None if no route does.
 
         The most specific route wins (``/ai/rules/test`` over ``/ai/rules/{name}``), as in
-        Orthanc, which tries literal paths first."""
+        Orthanc, which tries literal paths first. ``path`` is normalised as Orthanc does."""
+        path = orthanc_path(path)
         found = [(route, match.groups()) for regex, route in self._compiled if (match := regex.match(path))]
         if not found:
             return None

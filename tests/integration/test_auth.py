@@ -104,6 +104,60 @@ def test_the_admin_password_is_printed_on_the_first_start_only(node_in) -> None:
     assert f"kept in {fresh.credentials_file}" in console.read_text()
 
 
+@pytest.fixture(scope="module")
+def study_id(node: RunningNode, ct_sample: Path) -> str:
+    """An Orthanc study of one CT instance, stored by the admin as a script would."""
+    first = sorted(ct_sample.glob("*.dcm"))[0]
+    stored = node.session("admin").post(f"{node.url}/instances", data=first.read_bytes(), timeout=30)
+    assert stored.status_code == 200, stored.text
+    return str(stored.json()["ParentStudy"])
+
+
+@pytest.mark.parametrize("path", ["/ai/rules/all-pipelines/", "/ai/rules%2Fall-pipelines"])
+def test_a_viewer_may_not_delete_a_rule_through_another_spelling_of_its_path(
+    node: RunningNode, path: str
+) -> None:
+    # Orthanc routes /ai/rules/all-pipelines/ to the rule; the filter used to find no route
+    # for it and let it through without the role and CSRF checks.
+    answer = requests.delete(
+        f"{node.url}{path}", auth=node.viewer, headers={"Origin": "http://evil.example"}, timeout=10
+    )
+    assert answer.status_code == 403
+    assert node.session("viewer").get(f"{node.url}/ai/rules/all-pipelines", timeout=10).status_code == 200
+
+
+def test_a_faked_delete_of_a_study_is_refused(node: RunningNode, study_id: str) -> None:
+    # What a cross-site <img referrerpolicy=no-referrer> makes a logged-in admin's browser send.
+    faked = requests.get(f"{node.url}/studies/{study_id}?_method=delete", auth=node.admin, timeout=10)
+    assert faked.status_code == 403
+    overridden = requests.post(
+        f"{node.url}/studies/{study_id}",
+        auth=node.admin,
+        headers={"X-HTTP-Method-Override": "DELETE", "X-Requested-By": "tests"},
+        timeout=10,
+    )
+    assert overridden.status_code == 403
+    assert node.session("viewer").get(f"{node.url}/studies/{study_id}", timeout=10).status_code == 200
+
+
+def test_an_admin_change_to_orthanc_without_x_requested_by_is_refused(
+    node: RunningNode, study_id: str
+) -> None:
+    answer = requests.delete(f"{node.url}/studies/{study_id}", auth=node.admin, timeout=10)
+    assert answer.status_code == 403
+    assert node.session("viewer").get(f"{node.url}/studies/{study_id}", timeout=10).status_code == 200
+
+
+def test_a_change_to_the_built_in_destination_answers_405(node: RunningNode) -> None:
+    admin = node.session("admin")
+    for method in ("PUT", "DELETE"):
+        answer = admin.request(method, f"{node.url}/ai/destinations/this-orthanc", json={}, timeout=10)
+        # 405 used to make Orthanc's SendHttpStatus throw: a 500
+        assert answer.status_code == 405
+        assert answer.headers["Allow"] == "GET"
+    assert admin.get(f"{node.url}/ai/destinations/this-orthanc", timeout=10).status_code == 200
+
+
 # Last in this module: it leaves the viewer with a password Orthanc does not know yet.
 def test_a_removed_user_is_refused_without_a_restart(node: RunningNode) -> None:
     # Added users need a restart to log in (Orthanc reads its users at start); removal does not.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import stat
 
 import pytest
@@ -183,8 +184,24 @@ def test_a_viewer_may_search_and_download_from_orthanc(path: str) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), [("DELETE", "/studies/abc"), ("POST", "/instances")])
-def test_an_admin_may_change_orthanc_without_x_requested_by(method: str, path: str) -> None:
-    assert _policy().decide(method, path, _headers("admin")).allowed
+def test_an_admin_change_to_orthanc_needs_x_requested_by(method: str, path: str) -> None:
+    decision = _policy().decide(method, path, _headers("admin"))
+    assert (decision.allowed, decision.reason) == (
+        False,
+        f"{method} {path}: no X-Requested-By header (CSRF check)",
+    )
+    assert _policy().decide(method, path, _headers("admin", **WRITE)).allowed
+
+
+def test_orthanc_explorer_s_x_requested_with_passes_the_check_on_orthanc_s_api_only() -> None:
+    # jQuery sends it on Orthanc Explorer's own writes; the /ai/ contract stays X-Requested-By.
+    headers = _headers("admin", x_requested_with="XMLHttpRequest")
+    assert _policy().decide("DELETE", "/studies/abc", headers).allowed
+    assert not _policy().decide("DELETE", "/ai/rules/ct", headers).allowed
+
+
+def test_a_viewer_s_search_of_orthanc_needs_no_x_requested_by() -> None:
+    assert _policy().decide("POST", "/tools/find", _headers("ann")).allowed
 
 
 def test_an_admin_change_to_orthanc_from_a_foreign_origin_is_refused() -> None:
@@ -194,13 +211,95 @@ def test_an_admin_change_to_orthanc_from_a_foreign_origin_is_refused() -> None:
 
 def test_without_authentication_everyone_is_an_admin_but_csrf_checks_stay() -> None:
     policy = _policy(authentication=False)
-    assert policy.decide("DELETE", "/studies/abc", {"host": HOST}).allowed
+    assert policy.decide("DELETE", "/studies/abc", {"host": HOST, "x-requested-by": "x"}).allowed
+    assert not policy.decide("DELETE", "/studies/abc", {"host": HOST}).allowed
     assert policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST, "x-requested-by": "x"}).allowed
     assert not policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST}).allowed
 
 
-def test_an_unknown_ai_route_is_left_to_orthanc_to_refuse() -> None:
-    assert _policy().decide("POST", "/ai/no-such-route", _headers("ann")).allowed
+# Paths as Orthanc routes them: the filter must not miss an operation Orthanc will call.
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ai/rules/ct/",  # Orthanc drops a trailing slash
+        "/ai/rules//ct",  # Orthanc answers 400 before the filter; refused anyway
+        "//ai/rules/ct//",
+        "/ai/rules%2Fct",  # the web server decodes %2F before Orthanc; if not, no route: refused
+        "/ai/Rules/ct",  # Orthanc lower-cases nothing: no route, but not a read either
+        "/ai/no-such-route",
+        "/ai",
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_viewer_may_not_change_the_node_through_any_spelling_of_a_path(method: str, path: str) -> None:
+    assert not _policy().decide(method, path, _headers("ann", **WRITE)).allowed
+
+
+@pytest.mark.parametrize("path", ["/ai/rules/ct/", "/ai/rules//ct", "/ai/no-such-route", "/ai/rules%2Fct"])
+def test_an_admin_write_to_any_spelling_of_an_ai_path_needs_the_csrf_checks(path: str) -> None:
+    assert not _policy().decide("DELETE", path, _headers("admin")).allowed
+    foreign = _headers("admin", origin="http://evil.example", **WRITE)
+    assert not _policy().decide("DELETE", path, foreign).allowed
+    assert _policy().decide("DELETE", path, _headers("admin", **WRITE)).allowed
+
+
+def test_the_reported_trailing_slash_bypass_is_closed() -> None:
+    headers = _headers("ann", origin="http://evil.example")
+    decision = _policy().decide("DELETE", "/ai/rules/x/", headers)
+    assert (decision.allowed, decision.reason) == (
+        False,
+        "DELETE /ai/rules/x/: changes the node; user ann (viewer) may not",
+    )
+
+
+@pytest.mark.parametrize("path", ["/AI/rules/ct", "/Studies/abc", "/studies/abc/"])
+def test_other_spellings_of_orthanc_paths_are_changes_to_orthanc(path: str) -> None:
+    assert not _policy().decide("DELETE", path, _headers("ann", **WRITE)).allowed
+    assert not _policy().decide("DELETE", path, _headers("admin")).allowed
+
+
+@pytest.mark.parametrize("path", ["/ai/rules/test/", "/tools/find/", "/studies/abc/archive/"])
+def test_a_read_only_post_with_a_trailing_slash_is_still_a_read(path: str) -> None:
+    assert _policy().decide("POST", path, _headers("ann")).allowed
+
+
+def test_the_route_table_finds_a_path_with_a_trailing_slash() -> None:
+    found = ROUTES.find("/ai/rules/ct/")
+    assert found is not None and found[0].path == "/ai/rules/{name}" and found[1] == ("ct",)
+
+
+# Orthanc's method faking: ?_method= on a GET, X-HTTP-Method-Override on anything.
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "GET"])
+@pytest.mark.parametrize("user", ["admin", "ann"])
+def test_a_method_faked_with_the_query_is_refused(method: str, user: str) -> None:
+    # Orthanc hands the filter the faked method and the GET arguments, _method included.
+    arguments = {"_method": method.lower()}
+    decision = _policy().decide(method, "/studies/abc", _headers(user, **WRITE), arguments)
+    assert (decision.allowed, decision.reason) == (
+        False,
+        f"{method} /studies/abc: the HTTP method is overridden; refused",
+    )
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "POST", "GET"])
+def test_a_method_faked_with_a_header_is_refused(method: str) -> None:
+    headers = _headers("admin", x_http_method_override="DELETE", **WRITE)
+    assert not _policy().decide(method, "/ai/rules/ct", headers).allowed
+
+
+def test_a_cross_site_image_cannot_delete_a_study() -> None:
+    # <img src=".../studies/abc?_method=delete" referrerpolicy="no-referrer">: no Origin, no
+    # Referer, no X-Requested-By, only the browser's saved basic-auth credentials.
+    assert not _policy().decide("DELETE", "/studies/abc", _headers("admin"), {"_method": "delete"}).allowed
+    assert not _policy().decide("DELETE", "/studies/abc", _headers("admin")).allowed
+
+
+def test_other_query_arguments_are_no_faking() -> None:
+    assert _policy().decide("GET", "/studies/abc", _headers("ann"), {"expand": "true"}).allowed
 
 
 @pytest.mark.parametrize(
@@ -221,6 +320,14 @@ def test_me_answers_the_user_and_role() -> None:
     assert operation is not None
     answer = operation.handler(Request("GET", "/ai/me", headers=_headers("ann")))
     assert (answer.status, answer.body) == (200, {"user": "ann", "role": "viewer"})
+
+
+def test_me_without_a_policy_answers_the_anonymous_admin() -> None:
+    (route,) = access_routes(None)
+    operation = route.operation("GET")
+    assert operation is not None
+    answer = operation.handler(Request("GET", "/ai/me"))
+    assert (answer.status, answer.body) == (200, {"user": "anonymous", "role": "admin"})
 
 
 # The credentials file the filter reads.
@@ -264,11 +371,37 @@ def test_a_reset_password_refuses_the_old_one(tmp_path) -> None:
     assert credentials.check("admin", changed.password) == changed
 
 
-def test_the_node_s_own_users_cannot_be_removed(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["ai-node", "ai-node-viewer"])
+def test_the_node_s_own_users_cannot_be_removed(tmp_path, name: str) -> None:
     path = tmp_path / "credentials.json"
     ensure_credentials(path)
-    with pytest.raises(ConfigurationError, match="user 'ai-node' is the node's own; it cannot be removed"):
-        remove_user(path, "ai-node")
+    with pytest.raises(ConfigurationError, match=f"user '{name}' is the node's own; it cannot be removed"):
+        remove_user(path, name)
+
+
+@pytest.mark.parametrize("name", ["ai-node", "ai-node-viewer"])
+def test_the_node_s_own_users_keep_their_password(tmp_path, name: str) -> None:
+    # Orthanc knows only the old password until it restarts: a reset would lock the workers
+    # (or the viewer proxy) out.
+    path = tmp_path / "credentials.json"
+    before, _ = ensure_credentials(path)
+    with pytest.raises(ConfigurationError, match=f"user '{name}' is the node's own; its password cannot"):
+        reset_password(path, name)
+    assert load_credentials(path) == before
+
+
+def test_a_replaced_file_is_read_again_even_with_the_same_size_and_time(tmp_path) -> None:
+    path = tmp_path / "credentials.json"
+    ensure_credentials(path)
+    file = CredentialsFile(path)
+    first = path.stat()
+    assert file.current().users
+    changed = reset_password(path, "admin")  # a password of the same length: the same size
+    assert path.stat().st_size == first.st_size
+    # the same time as the file read first (a rewrite within one clock tick): only the inode
+    # tells the replacement apart
+    os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))
+    assert file.current().check("admin", changed.password) == changed
 
 
 def test_the_last_admin_cannot_be_removed(tmp_path) -> None:

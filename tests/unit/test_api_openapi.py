@@ -72,3 +72,14 @@ def test_the_tester_accepts_json_dicom_and_forms(document: dict[str, Any]) -> No
     assert set(content) == {"application/json", "application/dicom", "multipart/form-data"}
     export = document["paths"]["/ai/rules/export"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"application/yaml"}
+
+
+def test_me_is_in_the_table_and_the_document(node: ApiNode, document: dict[str, Any]) -> None:
+    # /ai/me used to be merged in by the plugin after the document was built from the table.
+    me = document["paths"]["/ai/me"]["get"]
+    assert me["x-required-role"] == "viewer"
+    schema = me["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["role"]["enum"] == ["admin", "viewer"]
+    # built without an access policy (as without authentication): the anonymous admin
+    answer = node.call("GET", "/ai/me")
+    assert (answer.status, answer.body) == (200, {"user": "anonymous", "role": "admin"})
