@@ -155,8 +155,9 @@ class _Plugin:
 
 
 def _answer(output, route, response):
-    # Orthanc's SendHttpStatus refuses these statuses (HttpOutput::SendStatus throws
-    # ParameterOutOfRange, answered 500): each has a call of its own, which sends no body.
+    # Orthanc's SendHttpStatus refuses 405 and 301 (HttpOutput::SendStatus throws
+    # ParameterOutOfRange, answered 500), and 401 in older Orthancs: each has a call of its
+    # own, which sends no body (and, for 401, the WWW-Authenticate header a 401 must carry).
     if response.status == 405:
         output.SendMethodNotAllowed(_allowed(route, response))
         return
