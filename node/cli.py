@@ -17,6 +17,7 @@ from node.cli_pipelines import add_pipelines_command, add_worker_options
 from node.cli_rules import add_rules_command
 from node.config import Settings, load_settings
 from node.credentials import (
+    RESET_PASSWORD_NOTE,
     Role,
     User,
     add_user,
@@ -230,7 +231,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         return 0
     user = reset_password(path, args.name)
     _show_password(user, path, f"New password for {user.name}")
-    print("The old password is refused from now on. " + _RESTART_NOTE)
+    print(RESET_PASSWORD_NOTE.format(name=user.name))
     return 0
 
 
