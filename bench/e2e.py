@@ -32,7 +32,19 @@ from bench.machine import cpu_description, python_description  # noqa: E402
 from node.samples import copy_with_new_uids, ensure_sample  # noqa: E402
 from tests.integration.node_fixture import make_node  # noqa: E402
 
-STAGES = ["stable wait", "fetch", "volume", "pipeline", "seg", "sr", "planar-sr", "validate", "stage", "deliver", "total"]
+STAGES = [
+    "stable wait",
+    "fetch",
+    "volume",
+    "pipeline",
+    "seg",
+    "sr",
+    "planar-sr",
+    "validate",
+    "stage",
+    "deliver",
+    "total",
+]
 
 
 def _parse(timestamp: str) -> float:
