@@ -5,7 +5,6 @@ See ../../shared/STYLE.md, rule 13: one small base class, one discriminated conf
 
 from node.destinations.base import Delivered, Destination, TestOutcome, from_config
 from node.destinations.config import (
-    DeliveryRetrySettings,
     DestinationConfig,
     DicomConfig,
     DicomWebConfig,
@@ -14,7 +13,6 @@ from node.destinations.config import (
 
 __all__ = [
     "Delivered",
-    "DeliveryRetrySettings",
     "Destination",
     "DestinationConfig",
     "DicomConfig",

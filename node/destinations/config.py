@@ -15,22 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validator
 
-from node.config import AETitle, Port, _Strict
-
-# re-exported: configured in node.config (Settings.delivery), used with the destinations
-from node.config import DeliveryRetrySettings as DeliveryRetrySettings
+from node.config import AETitle, Port, PositiveDuration, _Strict
 
 #: a destination's name as shown in logs, job details and the admin console
 DestinationName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError(f"timeout {value.total_seconds():g} s must be more than 0 s")
-    return value
-
-
-Timeout = Annotated[timedelta, AfterValidator(_positive)]
 
 
 def _valid_http_url(value: str) -> str:
@@ -92,7 +80,7 @@ class DicomConfig(_DestinationBase):
     calling_ae_title: AETitle = "AINODE"
     tls: TlsConfig | None = None
     #: limit for connecting, association negotiation and each DIMSE response
-    timeout: Timeout = timedelta(seconds=30)
+    timeout: PositiveDuration = timedelta(seconds=30)
 
 
 class NoAuth(_Strict):
@@ -122,7 +110,7 @@ class DicomWebConfig(_DestinationBase):
     url: HttpUrl
     auth: HttpAuth = NoAuth()
     #: limit for connecting and for each response
-    timeout: Timeout = timedelta(seconds=60)
+    timeout: PositiveDuration = timedelta(seconds=60)
 
 
 DestinationConfig = Annotated[ThisOrthancConfig | DicomConfig | DicomWebConfig, Field(discriminator="type")]

@@ -1,6 +1,6 @@
-"""When a failed delivery is tried again: exponential backoff, capped, then it stays failed.
+"""When a failed delivery is tried again: exponential backoff, capped.
 
-Pure functions of the attempt count, so the schedule is the same in every worker and after a
+A pure function of the attempt count, so the schedule is the same in every worker and after a
 restart; the delivery step stores ``attempts`` and computes its next try from it.
 """
 
@@ -39,12 +39,3 @@ def next_attempt_delay(
             break
         delay = delay * factor
     return min(delay, cap)
-
-
-def should_give_up(attempts: int, max_attempts: int) -> bool:
-    """Whether a delivery that has failed ``attempts`` times stays failed until retried by hand."""
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts is {max_attempts}; it must be at least 1")
-    if attempts < 0:
-        raise ValueError(f"attempts is {attempts}; it cannot be negative")
-    return attempts >= max_attempts
