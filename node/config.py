@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from node.errors import ConfigurationError
 
@@ -167,6 +167,17 @@ class DeliveryRetrySettings(_Strict):
     base_delay: PositiveDuration = timedelta(seconds=30)
     factor: Annotated[float, Field(ge=1, le=10)] = 2
     max_delay: PositiveDuration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> DeliveryRetrySettings:
+        # next_attempt_delay refuses such a schedule: caught here, it fails at start-up rather
+        # than at the first failed delivery, inside the worker's loop
+        if self.max_delay < self.base_delay:
+            raise ValueError(
+                f"max_delay {self.max_delay.total_seconds():g} s is less than base_delay "
+                f"{self.base_delay.total_seconds():g} s"
+            )
+        return self
 
 
 class Settings(_Strict):

@@ -13,6 +13,11 @@ from node.errors import ConfigurationError
 from node.orthanc.process import PLUGINS, render_orthanc_config
 
 
+def _load(folder: Path, text: str) -> Settings:
+    (folder / "node.yaml").write_text(text)
+    return load_settings(folder / "node.yaml")
+
+
 def test_defaults_match_the_documented_ports_and_ae_title() -> None:
     settings = Settings()
     assert (settings.orthanc.http_port, settings.orthanc.dicom_port, settings.orthanc.aet) == (
@@ -25,8 +30,7 @@ def test_defaults_match_the_documented_ports_and_ae_title() -> None:
 
 
 def test_relative_data_dir_is_relative_to_the_file(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("data_dir: store\northanc: {stable_age: 3}\n")
-    settings = load_settings(tmp_path / "node.yaml")
+    settings = _load(tmp_path, "data_dir: store\northanc: {stable_age: 3}\n")
     assert settings.resolved_data_dir == tmp_path / "store"
     assert settings.orthanc.stable_age == timedelta(seconds=3)
 
@@ -38,15 +42,13 @@ def test_dumped_settings_read_back_equal(tmp_path: Path) -> None:
 
 
 def test_unknown_key_is_refused_with_its_path(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("orthanc: {http_prot: 8042}\n")
     with pytest.raises(ConfigurationError, match=r"orthanc\.http_prot: Extra inputs are not permitted"):
-        load_settings(tmp_path / "node.yaml")
+        _load(tmp_path, "orthanc: {http_prot: 8042}\n")
 
 
 def test_overlong_ae_title_names_the_limit(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("orthanc: {aet: AINODE-RESEARCH-01}\n")
     with pytest.raises(ConfigurationError, match="is 18 characters; PS3.5 allows 16"):
-        load_settings(tmp_path / "node.yaml")
+        _load(tmp_path, "orthanc: {aet: AINODE-RESEARCH-01}\n")
 
 
 def test_port_out_of_range_is_refused() -> None:
@@ -60,21 +62,23 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigurationError, match="must hold a mapping"):
-        load_settings(tmp_path / "node.yaml")
+        _load(tmp_path, "- just\n- a list\n")
 
 
 def test_sr_without_seg_is_refused_when_the_file_loads(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("pipeline_settings: {ct-tissue: {results: [sr]}}\n")
     with pytest.raises(ConfigurationError, match="references the SEG's segments: list 'seg' too"):
-        load_settings(tmp_path / "node.yaml")
+        _load(tmp_path, "pipeline_settings: {ct-tissue: {results: [sr]}}\n")
 
 
 def test_unknown_result_kind_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("pipeline_settings: {ct-tissue: {results: [seg, pdf]}}\n")
-    with pytest.raises(ConfigurationError, match="results"):
-        load_settings(tmp_path / "node.yaml")
+    with pytest.raises(ConfigurationError, match=r"results\.1: Input should be 'seg', 'sr'"):
+        _load(tmp_path, "pipeline_settings: {ct-tissue: {results: [seg, pdf]}}\n")
+
+
+def test_retry_cap_below_the_base_delay_is_refused_when_the_file_loads(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="max_delay 10 s is less than base_delay 60 s"):
+        _load(tmp_path, "delivery: {base_delay: 60, max_delay: 10}\n")
 
 
 def _settings_with_plugins(tmp_path: Path, **orthanc: object) -> Settings:
