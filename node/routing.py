@@ -145,7 +145,8 @@ class RoutingPlan:
     complete_rules: tuple[Rule, ...]
     #: why a matched rule's pipeline has no job (not installed, no series it accepts)
     problems: tuple[str, ...]
-    #: (rule, pipeline) -> the chosen series' Orthanc id, or why there is none
+    #: (rule, pipeline) of each matched rule -> the series chosen, or why there is none (the
+    #: rule tester shows these, so they say what routing did)
     choices: dict[tuple[str, str], StudySeries | str] = field(default_factory=dict)
 
 
@@ -164,14 +165,14 @@ def plan_jobs(
     the highest priority, and every destination of both.
     """
     view = study.rule_view()
-    matches = tuple(match_rules(rules, view))
+    rule_matches = tuple(match_rules(rules, view))
     planned: dict[str, PlannedJob] = {}
     incomplete: list[IncompleteStudy] = []
     complete: list[Rule] = []
     problems: list[str] = []
     choices: dict[tuple[str, str], StudySeries | str] = {}
     inputs = study.input_series()
-    for match in matches:
+    for match in rule_matches:
         rule = match.rule
         if not match.matched:
             continue
@@ -191,9 +192,13 @@ def plan_jobs(
             pipeline = registry.get(name)
             chosen = choose_series(candidates, pipeline)
             if chosen is None:
+                why = "; ".join(
+                    f"{series.summary.label()}: {', '.join(matches(series.summary, pipeline.accepts))}"
+                    for series in candidates
+                )
                 choices[(rule.name, name)] = (
                     f"none of the {len(candidates)} series rule {rule.name!r} selects is one "
-                    f"pipeline {name} accepts"
+                    f"pipeline {name} accepts: {why or 'there are none'}"
                 )
                 continue
             choices[(rule.name, name)] = chosen
@@ -216,7 +221,7 @@ def plan_jobs(
                 )
     return RoutingPlan(
         jobs=tuple(planned.values()),
-        matches=matches,
+        matches=rule_matches,
         incomplete=tuple(incomplete),
         complete_rules=tuple(complete),
         problems=tuple(problems),

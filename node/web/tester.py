@@ -23,13 +23,13 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from node.errors import NodeError
-from node.imaging.series import SeriesSummary, matches
+from node.imaging.series import SeriesSummary
 from node.jobs.config_store import ConfigStore
-from node.routing import StudySeries, StudySummary, choose_series
+from node.routing import StudySeries, StudySummary, plan_jobs
 from node.rules.attributes import study_from_datasets
 from node.rules.completeness import check_completeness
-from node.rules.engine import RuleMatch, match_rule, order_rules
-from node.rules.model import Level, Rule
+from node.rules.engine import match_rule, order_rules
+from node.rules.model import Rule
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object
 from node.web.routes import Operation, Route
@@ -150,6 +150,10 @@ class RuleTester:
         view = study.rule_view()
         match = match_rule(rule, view)
         completeness = check_completeness(rule, view)
+        # what routing would choose, had the rule been enabled and the study been complete
+        routing = plan_jobs(
+            study, [rule.model_copy(update={"enabled": True})], self.registry, ignore_requirements=True
+        )
         return {
             "rule": rule.name,
             "enabled": rule.enabled,
@@ -157,7 +161,7 @@ class RuleTester:
             "priority": rule.priority.value,
             "matched": match.matched,
             "series": list(match.series),
-            "pipelines": [self._pipeline(name, match, study) for name in rule.pipelines],
+            "pipelines": [_pipeline(name, routing.choices.get((rule.name, name))) for name in rule.pipelines],
             "destinations": list(rule.destinations),
             "completeness": None if completeness is None else completeness.to_json(),
             "verdicts": [
@@ -178,33 +182,18 @@ class RuleTester:
             ],
         }
 
-    def _pipeline(self, name: str, match: RuleMatch, study: StudySummary) -> dict[str, Any]:
-        def answer(series: StudySeries | None, reason: str) -> dict[str, Any]:
-            uid = None if series is None else series.summary.series_instance_uid
-            return {"name": name, "series_instance_uid": uid, "reason": reason}
 
-        if name not in self.registry.names():
-            return answer(None, f"pipeline {name!r} is not installed on this node")
-        if not match.matched:
-            return answer(None, "the rule does not match this study")
-        if match.rule.level is Level.SERIES:
-            candidates = [study.series_by_key(key) for key in match.series]
-            scope = "series the rule selects"
-        else:
-            candidates = study.input_series()
-            scope = "input series of the study"
-        pipeline = self.registry.get(name)
-        chosen = choose_series(candidates, pipeline)
-        if chosen is None:
-            why = "; ".join(
-                f"{c.summary.label()}: {', '.join(matches(c.summary, pipeline.accepts))}" for c in candidates
-            )
-            return answer(None, f"none of the {scope} suits {name}: {why or 'there are none'}")
-        accepted = sum(1 for c in candidates if not matches(c.summary, pipeline.accepts))
-        return answer(
-            chosen,
-            f"runs on {chosen.summary.label()}: the largest of the {accepted} {scope} it accepts",
-        )
+def _pipeline(name: str, choice: StudySeries | str | None) -> dict[str, Any]:
+    """A pipeline's line in the tester: the series routing chose for it, or routing's reason."""
+    if choice is None:  # routing chooses series only for a rule that matches
+        return {"name": name, "series_instance_uid": None, "reason": "the rule does not match this study"}
+    if isinstance(choice, str):
+        return {"name": name, "series_instance_uid": None, "reason": choice}
+    return {
+        "name": name,
+        "series_instance_uid": choice.summary.series_instance_uid,
+        "reason": f"runs on {choice.summary.label()}: the largest series the rule selects that it accepts",
+    }
 
 
 def summary_of_files(datasets: Sequence[Dataset]) -> StudySummary:
