@@ -165,8 +165,9 @@ def ct_head_series(out_dir: Path) -> Path:
         ds.WindowCenter = [_ds(40), _ds(300)]
         ds.WindowWidth = [_ds(80), _ds(2000)]
         ds.WindowCenterWidthExplanation = ["BRAIN", "BONE"]
-        _set_pixels(ds, stored[k], bits_stored=bits_stored)
-        _write(ds, out_dir / f"CT_{k + 1:04d}.dcm")
+        # Image Pixel module, PS3.3 C.7.6.3: unsigned greyscale
+        ds.set_pixel_data(stored[k], "MONOCHROME2", bits_stored, generate_instance_uid=False)
+        ds.save_as(out_dir / f"CT_{k + 1:04d}.dcm", enforce_file_format=True)
     return out_dir
 
 
@@ -301,8 +302,8 @@ def t1_brain_mr_series(out_dir: Path) -> Path:
         ds.AcquisitionNumber = 1
         ds.WindowCenter = _ds(round((low + high) / 2))
         ds.WindowWidth = _ds(round(high - low))
-        _set_pixels(ds, stored[k], bits_stored=12)
-        _write(ds, out_dir / f"MR_{k + 1:04d}.dcm")
+        ds.set_pixel_data(stored[k], "MONOCHROME2", 12, generate_instance_uid=False)
+        ds.save_as(out_dir / f"MR_{k + 1:04d}.dcm", enforce_file_format=True)
     return out_dir
 
 
@@ -498,24 +499,6 @@ def _set_plane(
     ds.ImageOrientationPatient = [_ds(v) for v in orientation]
     ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
     ds.SliceThickness = _ds(thickness)
-
-
-def _set_pixels(ds: Dataset, plane: np.ndarray, *, bits_stored: int) -> None:
-    """Image Pixel module, PS3.3 C.7.6.3: unsigned 16-bit greyscale."""
-    if bits_stored > 16 or int(plane.max()) >= 1 << bits_stored:
-        raise ValueError(f"stored values up to {int(plane.max())} do not fit {bits_stored} bits")
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = plane.shape
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(plane, dtype="<u2").tobytes()
-
-
-def _write(ds: Dataset, path: Path) -> None:
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _ds(value: float) -> str:
