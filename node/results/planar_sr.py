@@ -33,8 +33,8 @@ from node.results.sr import (
 )
 from pipelines.base import Measurement, SegmentSpec
 
-#: Series Number (0020,0011) of a new planar SR series unless the caller chooses another.
-DEFAULT_PLANAR_SR_SERIES_NUMBER = 903
+#: Series Number (0020,0011) of a new planar SR series: the number docs/conformance.md lists.
+DEFAULT_PLANAR_SR_SERIES_NUMBER = 9903
 
 _CodedConcept = hd.sr.CodedConcept
 

@@ -37,11 +37,6 @@ from pipelines.base import Pipeline, PipelineResult
 
 log = logging.getLogger(__name__)
 
-SEG_SERIES_NUMBER = 9901
-SR_SERIES_NUMBER = 9902
-PLANAR_SR_SERIES_NUMBER = 9903
-SC_SERIES_NUMBER = 9904
-
 
 @dataclass(frozen=True, eq=False)
 class ResultInputs:
@@ -103,7 +98,6 @@ def build_result_objects(
                 device=inputs.device,
                 series_instance_uid=uid("seg-series"),
                 sop_instance_uid=seg_instance_uid,
-                series_number=SEG_SERIES_NUMBER,
             )
         objects.append(ResultObject("SEG", seg))
         if "sr" in wanted:
@@ -118,7 +112,6 @@ def build_result_objects(
                     device=inputs.device,
                     series_instance_uid=uid("sr-series"),
                     sop_instance_uid=uid("sr-instance"),
-                    series_number=SR_SERIES_NUMBER,
                     pipeline_result=inputs.output,
                 )
             objects.append(ResultObject("SR", sr))
@@ -141,7 +134,6 @@ def build_result_objects(
                     device=inputs.device,
                     series_instance_uid=uid("planar-sr-series"),
                     sop_instance_uid=uid("planar-sr-instance"),
-                    series_number=PLANAR_SR_SERIES_NUMBER,
                 )
             objects.append(ResultObject("PLANAR-SR", planar))
         else:
@@ -160,7 +152,6 @@ def build_result_objects(
                 device=inputs.device,
                 series_instance_uid=uid("sc-series"),
                 sop_instance_uids=[uid(f"sc-instance-{k}") for k in range(inputs.volume.shape[0])],
-                series_number=SC_SERIES_NUMBER,
             )
         objects.extend(ResultObject("SECONDARY-CAPTURE", image) for image in captures)
     return objects

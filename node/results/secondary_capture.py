@@ -34,8 +34,8 @@ from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, order_source_images
 from pipelines.base import SegmentSpec
 
-#: Series Number (0020,0011) of a new secondary-capture series unless the caller chooses another.
-DEFAULT_SC_SERIES_NUMBER = 904
+#: Series Number (0020,0011) of a new secondary-capture series: the number docs/conformance.md lists.
+DEFAULT_SC_SERIES_NUMBER = 9904
 
 #: Burned into every image, and (in ASCII) written as Image Comments.
 NOTICE = "AI result — not for primary diagnosis"

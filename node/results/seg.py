@@ -25,8 +25,8 @@ from node.imaging.volume import Volume
 from node.results.measure import validated_masks
 from pipelines.base import Code, Pipeline, PipelineResult, SegmentSpec
 
-#: Series Number (0020,0011) of a new SEG series unless the caller chooses another.
-DEFAULT_SEG_SERIES_NUMBER = 901
+#: Series Number (0020,0011) of a new SEG series: the number docs/conformance.md lists.
+DEFAULT_SEG_SERIES_NUMBER = 9901
 
 #: Content Creator Name (0070,0084), a PN: the node is not a person, but viewers list this
 #: field as "created by", so it names the node instead of being left empty.

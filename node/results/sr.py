@@ -26,8 +26,8 @@ from node.results.seg import (
 )
 from pipelines.base import Finding, Measurement, PipelineResult, SegmentSpec
 
-#: Series Number (0020,0011) of a new SR series unless the caller chooses another.
-DEFAULT_SR_SERIES_NUMBER = 902
+#: Series Number (0020,0011) of a new SR series: the number docs/conformance.md lists.
+DEFAULT_SR_SERIES_NUMBER = 9902
 
 _CodedConcept = hd.sr.CodedConcept
 

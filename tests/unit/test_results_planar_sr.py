@@ -312,7 +312,7 @@ def test_header_and_procedure(tmp_path: Path) -> None:
         "LN",
     )
     assert (sr.Modality, sr.SOPClassUID) == ("SR", pydicom.uid.Comprehensive3DSRStorage)
-    assert (sr.SeriesDescription, sr.SeriesNumber) == ("AI ROI ct-tissue", 903)
+    assert (sr.SeriesDescription, sr.SeriesNumber) == ("AI ROI ct-tissue", 9903)
     assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == (
         "COMPLETE",
         "UNVERIFIED",

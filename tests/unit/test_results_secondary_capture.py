@@ -263,7 +263,7 @@ def test_header_says_what_the_image_is_and_who_made_it(tmp_path: Path) -> None:
 
     assert (image.Modality, image.SeriesNumber, image.SeriesDescription) == (
         "OT",
-        904,
+        9904,
         "AI overlay abdomen-organs",
     )
     assert list(image.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]

@@ -239,7 +239,7 @@ def test_header_names_the_node_the_pipeline_and_the_source_study(tmp_path: Path)
     assert (seg.Modality, seg.SegmentationType, seg.SeriesNumber, seg.InstanceNumber) == (
         "SEG",
         "BINARY",
-        901,
+        9901,
         1,
     )
     assert (seg.ContentLabel, seg.ContentDescription) == ("ABDOMEN_ORGANS", "abdomen-organs 2.1.0")

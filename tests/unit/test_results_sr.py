@@ -249,7 +249,7 @@ def test_header_names_the_node_and_a_new_series(tmp_path: Path) -> None:
     _, sr = _write_and_read(_build(case), tmp_path)
 
     assert (sr.Modality, sr.SOPClassUID) == ("SR", pydicom.uid.Comprehensive3DSRStorage)
-    assert (sr.SeriesDescription, sr.SeriesNumber) == ("AI SR ct-tissue", 902)
+    assert (sr.SeriesDescription, sr.SeriesNumber) == ("AI SR ct-tissue", 9902)
     assert (sr.Manufacturer, sr.ManufacturerModelName, sr.DeviceSerialNumber) == (
         DEVICE.manufacturer,
         DEVICE.model_name,
