@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.table import Table
 
-from node.config import Settings
+from node.config import ResultKind, Settings
 from node.credentials import ADMIN_USER, credentials_path
 from node.errors import NodeError
 from node.orthanc.client import OrthancClient
@@ -79,8 +79,10 @@ def print_job(job: dict[str, Any], client: OrthancClient, settings: Settings) ->
         mean = "" if segment["mean"] is None else f"{segment['mean']:.1f}"
         table.add_row(segment["label"], f"{segment['volume_ml']:.1f}", mean)
     console.print(table)
-    console.print(f"SEG SOP Instance UID: {result['seg']['sop_instance_uid']}")
-    console.print(f"SR  SOP Instance UID: {result['sr']['sop_instance_uid']}")
+    # only the kinds pipeline_settings.NAME.results lists are in the result
+    for kind in get_args(ResultKind):
+        if kind in result:
+            console.print(f"{kind.upper()} SOP Instance UID: {result[kind]['sop_instance_uid']}")
     timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in job["stage_timings"].items())
     console.print(f"Stages: {timings}")
     console.print(
