@@ -1,7 +1,7 @@
 """`ai-node rules export|import`: the routing rules as a YAML file, on the node's own host.
 
 The commands open the job database the node uses (no Orthanc needed) and go through the same
-checks as the REST API (node.web.rules_api): an import validates every rule, names every
+checks as the REST API (node.rules.book): an import validates every rule, names every
 problem, shows what would change, and changes nothing without ``--apply``. Changes are audited
 with the operating-system user as ``cli:<user>``.
 """
@@ -17,23 +17,25 @@ from typing import Any
 from node.config import load_settings
 from node.jobs.config_store import ConfigStore
 from node.jobs.database import create_engine_for, migrate
-from node.web.http import Request
-from node.web.params import RequestError
-from node.web.rules_api import RulesApi
+from node.rules.book import RuleBook, RuleProblem, RuleProblemsError
+from node.rules.files import RulesDiff, dump_rules
 from pipelines.registry import PipelineRegistry
 
 
-def _rules_api(args: argparse.Namespace) -> RulesApi:
+def _rule_book(args: argparse.Namespace) -> RuleBook:
     settings = load_settings(args.config)
     if args.data_dir:
         settings = settings.with_overrides(data_dir=args.data_dir)
     url = settings.resolved_database_url
     migrate(url)
-    return RulesApi(ConfigStore(create_engine_for(url)), PipelineRegistry.from_settings(settings))
+    return RuleBook(ConfigStore(create_engine_for(url)), PipelineRegistry.from_settings(settings).names())
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    text = _rules_api(args).export(Request("GET")).payload().decode()
+    try:
+        text = dump_rules(_rule_book(args).stored_rules())
+    except RuleProblemsError as problem:
+        return _refused(problem)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -44,47 +46,50 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     try:
-        body = args.file.read_bytes()
+        text = args.file.read_bytes().decode("utf-8")
     except OSError as error:
         print(f"ai-node: cannot read {args.file}: {error.strerror}", file=sys.stderr)
         return 2
-    request = Request(
-        "POST",
-        query={"dry_run": "false" if args.apply else "true", "prune": "true" if args.prune else "false"},
-        body=body,
-        user=f"cli:{getpass.getuser()}",
-    )
-    try:
-        answer = _rules_api(args).import_rules(request).body
-    except RequestError as problem:
-        print(f"ai-node: {problem.message}", file=sys.stderr)
-        for found in problem.details.get("problems", []):
-            print(f"  - {_problem(found)}", file=sys.stderr)
+    except UnicodeDecodeError:
+        print(f"ai-node: {args.file} is not UTF-8 text", file=sys.stderr)
         return 2
-    _print_diff(answer["diff"])
-    if answer["applied"]:
+    try:
+        done = _rule_book(args).import_file(
+            text, apply=args.apply, prune=args.prune, actor=f"cli:{getpass.getuser()}"
+        )
+    except RuleProblemsError as problem:
+        return _refused(problem)
+    _print_diff(done.diff, prune=args.prune)
+    if done.applied:
         print("Applied: the node routes the next study with these rules.")
     else:
         print("Dry run: nothing changed. Run again with --apply to make these changes.")
     return 0
 
 
-def _problem(found: dict[str, Any]) -> str:
-    where = f" (line {found['line']}, column {found['column']})" if found.get("line") else ""
-    field = f"{found['field']}: " if found.get("field") else ""
-    return f"{field}{found.get('message', '')}{where}"
+def _refused(error: RuleProblemsError) -> int:
+    print(f"ai-node: {error.message}", file=sys.stderr)
+    for found in error.problems:
+        print(f"  - {_problem(found)}", file=sys.stderr)
+    return 2
 
 
-def _print_diff(diff: dict[str, Any]) -> None:
-    if not (diff["added"] or diff["removed"] or diff["changed"]):
+def _problem(found: RuleProblem) -> str:
+    where = f" (line {found.line}, column {found.column})" if found.line else ""
+    field = f"{found.field}: " if found.field else ""
+    return f"{field}{found.message}{where}"
+
+
+def _print_diff(diff: RulesDiff, *, prune: bool) -> None:
+    if not (diff.added or diff.changed or (prune and diff.removed)):
         print("No changes: the node's rules already match the file.")
-    for name in diff["added"]:
+    for name in diff.added:
         print(f"+ add rule {name}")
-    for name in diff["removed"]:
+    for name in diff.removed if prune else ():
         print(f"- delete rule {name}")
-    for change in diff["changed"]:
-        print(f"~ rule {change['name']}: {change['field']} {change['before']!r} -> {change['after']!r}")
-    for name in diff.get("kept", []):
+    for change in diff.changed:
+        print(f"~ rule {change.name}: {change.field} {change.before!r} -> {change.after!r}")
+    for name in () if prune else diff.removed:
         print(f"  keep rule {name} (not in the file; --prune deletes it)")
 
 

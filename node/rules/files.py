@@ -28,6 +28,15 @@ from node.rules.model import Rule
 FILE_VERSION = 1
 
 
+class RulesFileError(InvalidRuleError):
+    """A rules file that cannot be read; ``problems`` lists each thing wrong (the message has
+    them all, under a heading)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
+
+
 def dump_rules(rules: Sequence[Rule]) -> str:
     """The YAML text of ``rules``, in the order given."""
     document = {
@@ -38,37 +47,38 @@ def dump_rules(rules: Sequence[Rule]) -> str:
 
 
 def load_rules(text: str) -> list[Rule]:
-    """Read and validate a rules file; raise :class:`InvalidRuleError` listing every problem,
+    """Read and validate a rules file; raise :class:`RulesFileError` listing every problem,
     each naming the rule (position and name) and the field."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise InvalidRuleError(f"The rules file is not valid YAML: {error}") from error
+        raise RulesFileError(f"The rules file is not valid YAML: {error}") from error
     if not isinstance(document, dict):
-        raise InvalidRuleError(
+        raise RulesFileError(
             f"The rules file must be a mapping with 'version' and 'rules', not {type(document).__name__}."
         )
     unknown = sorted(set(document) - {"version", "rules"})
     if unknown:
-        raise InvalidRuleError(
+        raise RulesFileError(
             f"The rules file has unknown keys {', '.join(map(repr, unknown))}; "
             "only 'version' and 'rules' are allowed."
         )
     if document.get("version") != FILE_VERSION:
-        raise InvalidRuleError(
+        raise RulesFileError(
             f"The rules file has version {document.get('version')!r}; this node reads version {FILE_VERSION}."
         )
     entries = document.get("rules")
     if entries is None:
         entries = []
     if not isinstance(entries, list):
-        raise InvalidRuleError(f"'rules' must be a list, not {type(entries).__name__}.")
+        raise RulesFileError(f"'rules' must be a list, not {type(entries).__name__}.")
 
     rules, problems = rules_from_documents(entries)
     if problems:
-        raise InvalidRuleError(
+        raise RulesFileError(
             f"The rules file has {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n"
-            + "\n".join(f"- {problem}" for problem in problems)
+            + "\n".join(f"- {problem}" for problem in problems),
+            problems,
         )
     return rules
 

@@ -27,13 +27,14 @@ from node.imaging.series import SeriesSummary
 from node.jobs.config_store import ConfigStore
 from node.routing import StudySeries, StudySummary, plan_jobs
 from node.rules.attributes import study_from_datasets
+from node.rules.book import model_problems
 from node.rules.completeness import check_completeness
 from node.rules.engine import match_rule, order_rules
 from node.rules.model import Rule
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object
 from node.web.routes import Operation, Route
-from node.web.rules_api import RulesApi, model_problems
+from node.web.rules_api import RulesApi, problems_json
 from pipelines.registry import PipelineRegistry
 
 DICOM = "application/dicom"
@@ -278,7 +279,8 @@ def _draft(document: Any) -> Rule:
     try:
         return Rule.model_validate(document)
     except ValidationError as error:
-        raise RequestError(422, "the draft rule is invalid", problems=model_problems(error)) from error
+        problems = problems_json(model_problems(error))
+        raise RequestError(422, "the draft rule is invalid", problems=problems) from error
 
 
 def _study_json(study: StudySummary) -> dict[str, Any]:
