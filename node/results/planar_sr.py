@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from scipy import ndimage
 from skimage.measure import approximate_polygon, find_contours
 
@@ -24,13 +23,7 @@ from node.errors import ResultValidationError
 from node.imaging.volume import Volume
 from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, coded_concept, order_source_images
-from node.results.sr import (
-    IMAGING_PROCEDURE,
-    MILLILITER,
-    PROCEDURE_BY_MODALITY,
-    VOLUME,
-    observation_context,
-)
+from node.results.sr import MILLILITER, VOLUME, measurement_report_document
 from pipelines.base import Measurement, SegmentSpec
 
 #: Series Number (0020,0011) of a new planar SR series: the number docs/conformance.md lists.
@@ -136,11 +129,7 @@ def build_planar_measurement_report(
             "The planar SR needs at least one segment with voxels to outline; every mask is empty."
         )
     ordered = order_source_images(source_images, volume)
-    algorithm_id = hd.sr.AlgorithmIdentification(
-        name=algorithm.name,
-        version=algorithm.version,
-        family=codes.cid7162.ArtificialIntelligence,
-    )
+    algorithm_id = algorithm.sr_identification()
     pixel_spacing = (volume.spacing[1], volume.spacing[2])
     groups = []
     referenced: dict[str, Dataset] = {}
@@ -168,25 +157,16 @@ def build_planar_measurement_report(
             )
         )
     library = list(referenced.values())
-    report = hd.sr.MeasurementReport(
-        observation_context=observation_context(device),
-        procedure_reported=PROCEDURE_BY_MODALITY.get(volume.modality, IMAGING_PROCEDURE),
-        imaging_measurements=groups,
+    return measurement_report_document(
+        groups,
+        volume=volume,
+        device=device,
         referenced_images=library,
-    )
-    return hd.sr.Comprehensive3DSR(
         evidence=library,
-        content=report[0],
+        series_description=f"AI ROI {algorithm.name}",
         series_instance_uid=series_instance_uid,
-        series_number=series_number,
         sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        **device.equipment(),
-        series_description=f"AI ROI {algorithm.name}"[:64],
-        # As the volumetric report: complete, not verified by a person, not final.
-        is_complete=True,
-        is_verified=False,
-        is_final=False,
+        series_number=series_number,
     )
 
 

@@ -117,6 +117,14 @@ class AlgorithmInfo:
             version=self.version,
         )
 
+    def sr_identification(self) -> hd.sr.AlgorithmIdentification:
+        """Algorithm Identification (TID 4019) of an SR's measurements, family AI."""
+        return hd.sr.AlgorithmIdentification(
+            name=self.name,
+            version=self.version,
+            family=codes.cid7162.ArtificialIntelligence,
+        )
+
 
 def build_segmentation(
     *,

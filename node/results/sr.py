@@ -94,11 +94,7 @@ def build_measurement_report(
     """
     _check_consistent(segmentation, segments, measurements)
     ordered = order_source_images(source_images, volume)
-    algorithm_id = hd.sr.AlgorithmIdentification(
-        name=algorithm.name,
-        version=algorithm.version,
-        family=codes.cid7162.ArtificialIntelligence,
-    )
+    algorithm_id = algorithm.sr_identification()
     groups: list[
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = [
@@ -125,21 +121,55 @@ def build_measurement_report(
                 qualitative_evaluations=[_qualitative(f) for f in study_findings],
             )
         )
+    return measurement_report_document(
+        groups,
+        volume=volume,
+        device=device,
+        referenced_images=ordered,
+        evidence=[*ordered, segmentation],
+        series_description=f"AI SR {algorithm.name}",
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
+        series_number=series_number,
+    )
+
+
+def measurement_report_document(
+    groups: Sequence[
+        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
+    ],
+    *,
+    volume: Volume,
+    device: DeviceInfo,
+    referenced_images: Sequence[Dataset],
+    evidence: Sequence[Dataset],
+    series_description: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR that holds a TID 1500 report of ``groups``, volumetric or planar.
+
+    ``referenced_images`` form the Image Library (TID 1600); ``evidence`` the Current
+    Requested Procedure Evidence Sequence (PS3.3 C.17.2.3).
+    """
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(device),
         procedure_reported=PROCEDURE_BY_MODALITY.get(volume.modality, IMAGING_PROCEDURE),
         imaging_measurements=groups,
-        referenced_images=ordered,
+        referenced_images=referenced_images,
     )
     return hd.sr.Comprehensive3DSR(
-        evidence=[*ordered, segmentation],
+        evidence=evidence,
         content=report[0],
         series_instance_uid=series_instance_uid,
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=1,
         **device.equipment(),
-        series_description=f"AI SR {algorithm.name}"[:64],
+        series_description=series_description[:64],
         # Every measurement the pipeline asked for is in the report (Completion Flag), but no
         # person has verified it, and an automatic result is not the definitive report
         # (Verification Flag UNVERIFIED, Preliminary Flag PRELIMINARY; PS3.3 C.17.2).
