@@ -17,6 +17,7 @@ from node.errors import NodeError, NoMatchingSeriesError, OrthancError, Pipeline
 from node.imaging.series import select_series
 from node.intake import Intake
 from node.jobs.config_store import SubjectType
+from node.jobs.deliveries import DeliveryStore
 from node.jobs.errors import JobNotFoundError, JobStateError
 from node.jobs.models import JobStatus, WaitStatus
 from node.jobs.store import WORKER_STATE_PREFIX, Job
@@ -36,10 +37,21 @@ def state_loaded(state: Mapping[str, Any]) -> list[str]:
     return list(loaded) if isinstance(loaded, list) else []
 
 
+def job_audit_details(job: Mapping[str, Any]) -> dict[str, Any]:
+    """What the audit trail keeps of a job: enough to find it again, no patient data."""
+    return {key: job.get(key) for key in ("id", "study_instance_uid", "pipeline_name", "status")}
+
+
 class NodeApi:
-    def __init__(self, intake: Intake, extra_health: Callable[[], dict[str, Any]] = dict) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        extra_health: Callable[[], dict[str, Any]] = dict,
+        deliveries: DeliveryStore | None = None,
+    ) -> None:
         self.intake = intake
         self.store = intake.store
+        self.deliveries = deliveries or DeliveryStore(intake.store.engine)
         self.registry = intake.registry
         self.extra_health = extra_health
         self._all_installed: PipelineRegistry | None = None
@@ -74,7 +86,10 @@ class NodeApi:
                 "/ai/jobs/{job_id}/retry",
                 (
                     Operation(
-                        "POST", lambda r: self.retry(r.groups[0]), "Queue a failed job again", write=True
+                        "POST",
+                        lambda r: self.retry(r.groups[0], user=r.user),
+                        "Queue a failed job again",
+                        write=True,
                     ),
                 ),
             ),
@@ -234,18 +249,27 @@ class NodeApi:
         return ApiResponse(200, [job.to_json() for job in jobs])
 
     def job(self, job_id: str) -> ApiResponse:
+        """One job, with its deliveries."""
         try:
-            return ApiResponse(200, self.store.get(int(job_id)).to_json())
+            job = self.store.get(int(job_id))
         except JobNotFoundError as error:
             return _error(404, str(error))
+        deliveries = [delivery.to_json() for delivery in self.deliveries.for_job(job.id)]
+        return ApiResponse(200, {**job.to_json(), "deliveries": deliveries})
 
-    def retry(self, job_id: str) -> ApiResponse:
+    def retry(self, job_id: str, *, user: str = "anonymous") -> ApiResponse:
+        """Queue a failed job again; recorded in the audit trail."""
         try:
-            return ApiResponse(200, self.store.retry(int(job_id)).to_json())
+            job = self.store.retry(int(job_id))
         except JobNotFoundError as error:
             return _error(404, str(error))
         except JobStateError as error:
             return _error(409, str(error))
+        answer = job.to_json()
+        self.intake.config.record_action(
+            user, "retry", SubjectType.JOB, job_id, {"jobs": [job_audit_details(answer)]}
+        )
+        return ApiResponse(200, answer)
 
     def process_study(self, study_id: str, body: bytes, *, user: str = "anonymous") -> ApiResponse:
         """Run now: queue the named pipeline (or every one that applies), re-running if done."""

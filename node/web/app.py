@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from node.config import Settings
 from node.intake import Intake
-from node.jobs.config_store import SubjectType
 from node.jobs.deliveries import DeliveryStore
 from node.web.access import AccessPolicy, access_routes
 from node.web.api import NodeApi
@@ -53,9 +52,9 @@ def build_routes(context: NodeContext) -> RouteTable:
 
     operations = OperationsApi(context.intake.store, deliveries, config)
     rules = RulesApi(config, registry)
-    node_api = NodeApi(context.intake, context.health_extra)
+    node_api = NodeApi(context.intake, context.health_extra, deliveries)
     groups: list[Iterable[Route]] = [
-        _extended(node_api.routes(), operations),
+        node_api.routes(),
         node_api.studies_routes(),
         operations.routes(),
         rules.routes(),
@@ -87,25 +86,3 @@ def build_routes(context: NodeContext) -> RouteTable:
     )
     table = merge(*(list(group) for group in groups), [described])
     return table
-
-
-def _extended(routes: list[Route], operations: OperationsApi) -> list[Route]:
-    """node.web.api's job routes with the additions of issue 5: a job's deliveries, and its
-    retry recorded in the audit trail."""
-    wrappers: dict[tuple[str, str], Callable[[Operation], Operation]] = {
-        ("/ai/jobs/{job_id}", "GET"): lambda op: replace(
-            op, handler=operations.job_with_deliveries(op.handler)
-        ),
-        ("/ai/jobs/{job_id}/retry", "POST"): lambda op: replace(
-            op, handler=operations.audited(op.handler, "retry", SubjectType.JOB)
-        ),
-    }
-    return [
-        replace(
-            route,
-            operations=tuple(
-                wrappers.get((route.path, op.method), lambda same: same)(op) for op in route.operations
-            ),
-        )
-        for route in routes
-    ]

@@ -1,4 +1,4 @@
-"""/ai/deliveries, /ai/audit and the manual actions on jobs (cancel; retry audited).
+"""/ai/deliveries, /ai/audit and cancelling a job.
 
 Every manual action — retrying a delivery or a job, cancelling a job — is recorded in the audit
 trail with who did it, so "why did this study go out twice?" has an answer.
@@ -6,20 +6,15 @@ trail with who did it, so "why did this study go out twice?" has an answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any
-
 from node.jobs.config_store import ConfigStore, SubjectType
 from node.jobs.deliveries import DeliveryStore
 from node.jobs.errors import DeliveryNotFoundError, DeliveryStateError, JobNotFoundError, JobStateError
 from node.jobs.models import DeliveryStatus
 from node.jobs.store import JobStore
+from node.web.api import job_audit_details
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, page, path_id
 from node.web.routes import Operation, Route
-
-Handler = Callable[[Request], ApiResponse]
 
 
 class OperationsApi:
@@ -111,50 +106,10 @@ class OperationsApi:
         except JobStateError as error:
             raise RequestError(409, str(error)) from error
         self.config.record_action(
-            request.user, "cancel", SubjectType.JOB, str(job_id), _job_details(job.to_json())
+            request.user, "cancel", SubjectType.JOB, str(job_id), job_audit_details(job.to_json())
         )
         return ApiResponse(200, job.to_json())
 
     def audit(self, request: Request) -> ApiResponse:
         limit, offset = page(request.query)
         return ApiResponse(200, [entry.to_json() for entry in self.config.audit(limit=limit, offset=offset)])
-
-    # -- the job routes of node.web.api, extended -------------------------------------------
-
-    def job_with_deliveries(self, handler: Handler) -> Handler:
-        """GET /ai/jobs/{job_id}, its answer with the job's deliveries added."""
-
-        def extended(request: Request) -> ApiResponse:
-            response = handler(request)
-            if response.status != 200 or not isinstance(response.body, dict):
-                return response
-            deliveries = self.deliveries.for_job(int(response.body["id"]))
-            return replace(response, body={**response.body, "deliveries": [d.to_json() for d in deliveries]})
-
-        return extended
-
-    def audited(self, handler: Handler, action: str, subject_type: SubjectType) -> Handler:
-        """``handler``, with its successful answers recorded in the audit trail as ``action``
-        on the subject named by the path's first parameter."""
-
-        def recorded(request: Request) -> ApiResponse:
-            response = handler(request)
-            if 200 <= response.status < 300:
-                body = response.body
-                jobs = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
-                self.config.record_action(
-                    request.user,
-                    action,
-                    subject_type,
-                    request.groups[0] if request.groups else request.path,
-                    {"jobs": [_job_details(job) for job in jobs if isinstance(job, dict)]},
-                )
-            return response
-
-        return recorded
-
-
-def _job_details(job: dict[str, Any]) -> dict[str, Any]:
-    """What the audit trail keeps of a job: enough to find it again, no patient data."""
-    keys: Sequence[str] = ("id", "study_instance_uid", "pipeline_name", "status")
-    return {key: job.get(key) for key in keys}
