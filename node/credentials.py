@@ -60,8 +60,13 @@ class User:
         return (self.name, self.password)
 
     def authorization_header(self) -> str:
-        token = base64.b64encode(f"{self.name}:{self.password}".encode()).decode("ascii")
-        return f"Basic {token}"
+        return basic_authorization(self.basic_auth())
+
+
+def basic_authorization(auth: tuple[str, str]) -> str:
+    """The HTTP Authorization header value for a basic-auth (name, password) pair."""
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def valid_user_name(name: str) -> str:
@@ -260,7 +265,19 @@ class CredentialsFile:
 def service_auth(settings: Settings) -> tuple[str, str] | None:
     """Basic-auth pair of the node's service user, for the node's own HTTP clients; None when
     authentication is off and there is no credentials file."""
+    credentials = _internal_credentials(settings)
+    return None if credentials is None else credentials.service.basic_auth()
+
+
+def viewer_auth(settings: Settings) -> tuple[str, str] | None:
+    """Basic-auth pair of the node's read-only user, for the viewer's proxy; None as for
+    :func:`service_auth`."""
+    credentials = _internal_credentials(settings)
+    return None if credentials is None else credentials.viewer_proxy.basic_auth()
+
+
+def _internal_credentials(settings: Settings) -> Credentials | None:
     path = credentials_path(settings)
     if not path.exists() and not settings.orthanc.authentication:
         return None
-    return load_credentials(path).service.basic_auth()
+    return load_credentials(path)

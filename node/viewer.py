@@ -21,7 +21,6 @@ server and not at Orthanc's own port, which the browser may not reach (cross-ori
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import shutil
@@ -39,8 +38,8 @@ from werkzeug.middleware.shared_data import SharedDataMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from node.config import Settings, load_settings
-from node.credentials import credentials_path, load_credentials
+from node.config import load_settings
+from node.credentials import basic_authorization, viewer_auth
 from node.errors import ConfigurationError, NodeError
 from node.npm import npm_pack
 
@@ -216,7 +215,7 @@ class ViewerApp:
         self._auth = auth is not None
         proxied: dict[str, Any] = {"target": self.orthanc_url, "host": None}
         if auth is not None:
-            proxied["headers"] = {"Authorization": _basic(auth)}
+            proxied["headers"] = {"Authorization": basic_authorization(auth)}
         self._files_and_proxy = ProxyMiddleware(static, {"/dicom-web/": proxied}, timeout=PROXY_TIMEOUT_S)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -238,10 +237,6 @@ class ViewerApp:
             response = Response((self.dist / "index.html").read_bytes(), content_type="text/html")
             response.headers["Cache-Control"] = "no-cache"
         return response(environ, start_response)
-
-
-def _basic(auth: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
 
 
 def make_viewer_server(
@@ -274,14 +269,6 @@ def latest_processed_study(orthanc_url: str, auth: tuple[str, str] | None = None
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
-
-
-def viewer_auth(settings: Settings) -> tuple[str, str] | None:
-    """The node's read-only user for the proxy; None when the node runs without authentication."""
-    path = credentials_path(settings)
-    if not settings.orthanc.authentication and not path.exists():
-        return None
-    return load_credentials(path).viewer_proxy.basic_auth()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
