@@ -17,6 +17,7 @@ from scipy import ndimage
 from skimage.draw import polygon2mask
 
 from node.errors import ResultValidationError
+from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
 from node.results.planar_sr import build_planar_measurement_report, largest_outline
@@ -57,18 +58,7 @@ def _case(empty: tuple[str, ...] = ()) -> Case:
     shape = (8, 32, 40)
     stored = np.random.default_rng(5).integers(800, 1300, size=shape).astype(np.int16)
     datasets = make_series(stored, spacing=SPACING)
-    volume = Volume(
-        array=stored.astype(np.float32) - 1024.0,
-        spacing=SPACING,
-        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
-        row_direction=(1.0, 0.0, 0.0),
-        column_direction=(0.0, 1.0, 0.0),
-        slice_direction=(0.0, 0.0, 1.0),
-        modality="CT",
-        series_instance_uid=datasets[0].SeriesInstanceUID,
-        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
-        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
-    )
+    volume = build_volume(datasets)
     masks = {s.label: np.zeros(shape, dtype=bool) for s in SEGMENTS}
     masks["fat"][1:5, 2:20, 3:12] = True
     masks["fat"][3, 2:22, 3:14] = True  # slice 3 is the fat's largest

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 
 from node.config import PipelineSettings, Settings
 from node.errors import ConfigurationError
+from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.results.measure import measure_segments
 from node.results.products import ResultInputs, ResultObject, build_result_objects
@@ -62,18 +63,7 @@ def _inputs(empty: bool = False) -> ResultInputs:
     datasets = make_series(stored, spacing=spacing)
     for ds in datasets:
         ds.BodyPartExamined = "ABDOMEN"
-    volume = Volume(
-        array=stored.astype(np.float32) - 1024.0,
-        spacing=spacing,
-        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
-        row_direction=(1.0, 0.0, 0.0),
-        column_direction=(0.0, 1.0, 0.0),
-        slice_direction=(0.0, 0.0, 1.0),
-        modality="CT",
-        series_instance_uid=datasets[0].SeriesInstanceUID,
-        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
-        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
-    )
+    volume = build_volume(datasets)
     masks = {s.label: np.zeros(shape, dtype=bool) for s in TissuePipeline.segments}
     if not empty:
         masks["fat"][1:3, 10:30, 5:25] = True

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
 from node.errors import ResultValidationError
+from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.results import secondary_capture
 from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
@@ -68,20 +69,7 @@ def _case(
         if body_part:
             ds.BodyPartExamined = body_part
         ds.InstanceNumber = 100 - ds.InstanceNumber  # numbered against the slice order
-    row = tuple(float(v) for v in orientation[:3])
-    column = tuple(float(v) for v in orientation[3:])
-    volume = Volume(
-        array=stored.astype(np.float32) - (1024.0 if modality == "CT" else 0.0),
-        spacing=SPACING,
-        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
-        row_direction=row,
-        column_direction=column,
-        slice_direction=tuple(float(v) for v in np.cross(row, column)),
-        modality=modality,
-        series_instance_uid=datasets[0].SeriesInstanceUID,
-        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
-        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
-    )
+    volume = build_volume(datasets)
     liver = np.zeros(SHAPE, dtype=bool)
     liver[1:4, 50:90, 20:70] = True
     spleen = np.zeros(SHAPE, dtype=bool)  # empty: still listed in the legend

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from node.errors import ConfigurationError, InputSeriesError, PipelineError
+from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.results.seg import (
     CONTENT_CREATOR_NAME,
@@ -68,20 +69,7 @@ def _case(orientation=AXIAL, shape=(12, 64, 64), spacing=(2.5, 0.7, 0.9)) -> Cas
     rng = np.random.default_rng(7)
     stored = rng.integers(900, 1200, size=shape).astype(np.int16)
     datasets = make_series(stored, spacing=spacing, orientation=orientation)
-    row = tuple(float(v) for v in orientation[:3])
-    column = tuple(float(v) for v in orientation[3:])
-    volume = Volume(
-        array=stored.astype(np.float32) - 1024.0,
-        spacing=spacing,
-        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
-        row_direction=row,
-        column_direction=column,
-        slice_direction=tuple(float(v) for v in np.cross(row, column)),
-        modality="CT",
-        series_instance_uid=datasets[0].SeriesInstanceUID,
-        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
-        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
-    )
+    volume = build_volume(datasets)
     liver = np.zeros(shape, dtype=bool)
     liver[2:7, 10:30, 5:40] = True
     liver[4, 12, 6] = False  # a hole, so frames are not all alike

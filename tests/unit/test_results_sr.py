@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from node.errors import PipelineError, ResultValidationError
+from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
@@ -60,18 +61,7 @@ def _case(modality: str = "CT", empty: tuple[str, ...] = ()) -> Case:
     shape, spacing = (8, 32, 32), (3.0, 0.75, 0.6)
     stored = np.random.default_rng(11).integers(800, 1300, size=shape).astype(np.int16)
     datasets = make_series(stored, spacing=spacing, modality=modality)
-    volume = Volume(
-        array=stored.astype(np.float32) - (1024.0 if modality == "CT" else 0.0),
-        spacing=spacing,
-        origin=tuple(float(v) for v in datasets[0].ImagePositionPatient),
-        row_direction=(1.0, 0.0, 0.0),
-        column_direction=(0.0, 1.0, 0.0),
-        slice_direction=(0.0, 0.0, 1.0),
-        modality=modality,
-        series_instance_uid=datasets[0].SeriesInstanceUID,
-        frame_of_reference_uid=datasets[0].FrameOfReferenceUID,
-        source_instance_uids=tuple(ds.SOPInstanceUID for ds in datasets),
-    )
+    volume = build_volume(datasets)
     masks = {s.label: np.zeros(shape, dtype=bool) for s in SEGMENTS}
     masks["fat"][1:5, 2:20, 3:12] = True
     masks["muscle"][4:8, 15:30, 10:31] = True
