@@ -96,6 +96,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _status_enum(statuses: type[enum.StrEnum], name: str) -> Enum:
+    """A status column's type: the enum's values as a string under a CHECK constraint named
+    ``name``, alike on SQLite and PostgreSQL (the migrations create exactly this)."""
+    return Enum(
+        statuses,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -133,16 +146,7 @@ class JobRow(Base):
     pipeline_version: Mapped[str] = mapped_column(String(64))
     #: 0 for the automatic job; 1, 2, … for each user-requested re-run
     generation: Mapped[int] = mapped_column(Integer)
-    status: Mapped[JobStatus] = mapped_column(
-        Enum(
-            JobStatus,
-            name="job_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda statuses: [status.value for status in statuses],
-        )
-    )
+    status: Mapped[JobStatus] = mapped_column(_status_enum(JobStatus, "job_status"))
     #: how often a worker has claimed the job (a claim after an expired lease counts again)
     attempts: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -197,16 +201,7 @@ class StudyWaitRow(Base):
     orthanc_study_id: Mapped[str] = mapped_column(String(64))
     study_instance_uid: Mapped[str] = mapped_column(String(64))
     rule: Mapped[str] = mapped_column(String(64))
-    status: Mapped[WaitStatus] = mapped_column(
-        Enum(
-            WaitStatus,
-            name="wait_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda statuses: [status.value for status in statuses],
-        )
-    )
+    status: Mapped[WaitStatus] = mapped_column(_status_enum(WaitStatus, "wait_status"))
     missing: Mapped[list[str]] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
     first_stable_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -274,16 +269,7 @@ class DeliveryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id", ondelete="CASCADE"))
     destination: Mapped[str] = mapped_column(String(64))
-    status: Mapped[DeliveryStatus] = mapped_column(
-        Enum(
-            DeliveryStatus,
-            name="delivery_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda statuses: [status.value for status in statuses],
-        )
-    )
+    status: Mapped[DeliveryStatus] = mapped_column(_status_enum(DeliveryStatus, "delivery_status"))
     #: how often a worker has claimed the delivery (a claim after an expired lease counts again)
     attempts: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer)
