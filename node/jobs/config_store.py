@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, delete, insert, select, update
 
-from node.jobs.common import MAX_LIST_LIMIT, database_now, json_object, require_text, to_iso
+from node.jobs.common import database_now, json_object, parse_enum, require_page, require_text, to_iso
 from node.jobs.database import WRITE
 from node.jobs.errors import ConfigNotFoundError
 from node.jobs.models import AuditRow, DestinationRow, RuleRow
@@ -257,7 +257,7 @@ class ConfigStore:
         require_text("actor", actor, 200)
         require_text("action", action, 64)
         require_text("subject_name", subject_name, 200)
-        kind = _subject_type(subject_type)
+        kind = parse_enum(SubjectType, subject_type, "audit subject type")
         after = None if details is None else json_object("details", details)
         with self._write() as connection:
             now = database_now(connection, self._clock)
@@ -275,10 +275,7 @@ class ConfigStore:
 
     def audit(self, limit: int = 100, offset: int = 0) -> builtins.list[AuditEntry]:
         """Audit entries, newest first. ``limit`` is 1 to 1000."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit is {limit!r}; it must be an integer from 1 to {MAX_LIST_LIMIT}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset is {offset!r}; it must be an integer of 0 or more")
+        require_page(limit, offset)
         query = select(AUDIT).order_by(AUDIT.c.at.desc(), AUDIT.c.id.desc()).limit(limit).offset(offset)
         with self._engine.begin() as connection:
             rows = connection.execute(query).all()
@@ -382,11 +379,3 @@ def _entry(row: Row[Any]) -> AuditEntry:
         before=row.before,
         after=row.after,
     )
-
-
-def _subject_type(value: SubjectType | str) -> SubjectType:
-    try:
-        return SubjectType(value)
-    except ValueError as error:
-        allowed = ", ".join(kind.value for kind in SubjectType)
-        raise ValueError(f"audit subject type {value!r} is not one of {allowed}") from error

@@ -19,9 +19,17 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from node.jobs.common import MAX_LIST_LIMIT, database_now, lease_duration, require_text, to_iso
+from node.jobs.common import (
+    database_now,
+    lease_duration,
+    parse_enum,
+    require_int,
+    require_page,
+    require_text,
+    to_iso,
+    upsert_statement,
+)
 from node.jobs.database import WRITE
 from node.jobs.errors import DeliveryNotFoundError, DeliveryStateError, JobNotFoundError, LeaseLostError
 from node.jobs.models import DeliveryRow, DeliveryStatus, JobRow
@@ -56,22 +64,8 @@ class Delivery:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Delivery:
-        values = row._mapping
-        return cls(
-            id=values["id"],
-            job_id=values["job_id"],
-            destination=values["destination"],
-            status=DeliveryStatus(values["status"]),
-            attempts=values["attempts"],
-            max_attempts=values["max_attempts"],
-            next_attempt_at=values["next_attempt_at"],
-            lease_owner=values["lease_owner"],
-            lease_expires_at=values["lease_expires_at"],
-            last_error=values["last_error"],
-            delivered_at=values["delivered_at"],
-            created_at=values["created_at"],
-            updated_at=values["updated_at"],
-        )
+        # the columns are the fields; ``status`` reads back as a DeliveryStatus (its Enum type)
+        return cls(**row._mapping)
 
     def to_json(self) -> dict[str, Any]:
         """The delivery as the REST API shows it: plain JSON types, ISO 8601 UTC timestamps."""
@@ -102,7 +96,6 @@ class DeliveryStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**WRITE)
-        self._postgresql = engine.dialect.name == "postgresql"
         self._clock = clock
 
     # -- recording deliveries ---------------------------------------------------------------
@@ -119,8 +112,7 @@ class DeliveryStore:
             raise TypeError(f"destinations must be a list of names, not the string {destinations!r}")
         for name in destinations:
             require_text("destination", name, 64)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts is {max_attempts!r}; it must be an integer of 1 or more")
+        require_int("max_attempts", max_attempts, 1)
         with self._write() as connection:
             now = database_now(connection, self._clock)
             if connection.execute(select(JOBS.c.id).where(JOBS.c.id == job_id)).first() is None:
@@ -139,12 +131,10 @@ class DeliveryStore:
                 for name in dict.fromkeys(destinations)
             ]
             if values:
-                insert: postgresql.Insert | sqlite.Insert
-                insert = postgresql.insert(DELIVERIES) if self._postgresql else sqlite.insert(DELIVERIES)
                 connection.execute(
-                    insert.values(values).on_conflict_do_nothing(
-                        index_elements=[DELIVERIES.c.job_id, DELIVERIES.c.destination]
-                    )
+                    upsert_statement(connection, DELIVERIES)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=[DELIVERIES.c.job_id, DELIVERIES.c.destination])
                 )
             rows = connection.execute(
                 select(DELIVERIES).where(DELIVERIES.c.job_id == job_id).order_by(DELIVERIES.c.id)
@@ -330,13 +320,10 @@ class DeliveryStore:
         offset: int = 0,
     ) -> builtins.list[Delivery]:
         """Deliveries, newest first; ``status`` keeps one status. ``limit`` is 1 to 1000."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit is {limit!r}; it must be an integer from 1 to {MAX_LIST_LIMIT}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset is {offset!r}; it must be an integer of 0 or more")
+        require_page(limit, offset)
         query = select(DELIVERIES)
         if status is not None:
-            query = query.where(DELIVERIES.c.status == _status(status))
+            query = query.where(DELIVERIES.c.status == parse_enum(DeliveryStatus, status, "delivery status"))
         query = query.order_by(DELIVERIES.c.created_at.desc(), DELIVERIES.c.id.desc())
         with self._engine.begin() as connection:
             rows = connection.execute(query.limit(limit).offset(offset)).all()
@@ -411,11 +398,3 @@ class DeliveryStore:
         else:
             reason = f"it is {DeliveryStatus(current.status).value} now"
         raise LeaseLostError(f"worker {worker_id!r} no longer holds delivery {delivery_id}: {reason}")
-
-
-def _status(value: DeliveryStatus | str) -> DeliveryStatus:
-    try:
-        return DeliveryStatus(value)
-    except ValueError as error:
-        allowed = ", ".join(status.value for status in DeliveryStatus)
-        raise ValueError(f"delivery status {value!r} is not one of {allowed}") from error

@@ -43,13 +43,23 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
-from node.jobs.common import MAX_LIST_LIMIT, database_now, json_object, lease_duration, require_text, to_iso
+from node.jobs.common import (
+    database_now,
+    json_object,
+    lease_duration,
+    parse_enum,
+    require_int,
+    require_page,
+    require_text,
+    to_iso,
+    upsert_statement,
+)
 from node.jobs.database import WRITE, create_engine_for
 from node.jobs.errors import JobNotFoundError, JobStateError, LeaseLostError
 from node.jobs.models import JobRow, JobStatus, NodeStateRow
+from node.rules.model import THIS_ORTHANC
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +135,7 @@ class Job:
     #: the job this one re-runs
     rerun_of: int | None
     #: where the results go (destination names); this Orthanc for jobs queued before rules
-    destinations: tuple[str, ...] = ("this-orthanc",)
+    destinations: tuple[str, ...] = (THIS_ORTHANC,)
     #: the routing rules that queued the job (empty: queued by hand or before rules)
     rules: tuple[str, ...] = ()
     #: the input series routing chose; None lets the pipeline choose when the job runs
@@ -133,33 +143,17 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
+        # the columns are the fields; ``status`` reads back as a JobStatus (its Enum type)
         values = row._mapping
         return cls(
-            id=values["id"],
-            uid=values["uid"],
-            orthanc_study_id=values["orthanc_study_id"],
-            study_instance_uid=values["study_instance_uid"],
-            pipeline_name=values["pipeline_name"],
-            pipeline_version=values["pipeline_version"],
-            generation=values["generation"],
-            status=JobStatus(values["status"]),
-            trigger=JobTrigger(values["trigger"]),
-            priority=values["priority"],
-            attempts=values["attempts"],
-            max_attempts=values["max_attempts"],
-            lease_owner=values["lease_owner"],
-            lease_expires_at=values["lease_expires_at"],
-            created_at=values["created_at"],
-            updated_at=values["updated_at"],
-            started_at=values["started_at"],
-            finished_at=values["finished_at"],
-            error=values["error"],
-            stage_timings=MappingProxyType(dict(values["stage_timings"] or {})),
-            result=None if values["result"] is None else MappingProxyType(values["result"]),
-            rerun_of=values["rerun_of"],
-            destinations=tuple(values["destinations"] or ("this-orthanc",)),
-            rules=tuple(values["rules"] or ()),
-            series_instance_uid=values["series_instance_uid"],
+            **{
+                **values,
+                "trigger": JobTrigger(values["trigger"]),
+                "stage_timings": MappingProxyType(dict(values["stage_timings"] or {})),
+                "result": None if values["result"] is None else MappingProxyType(values["result"]),
+                "destinations": tuple(values["destinations"] or (THIS_ORTHANC,)),
+                "rules": tuple(values["rules"] or ()),
+            }
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -207,14 +201,12 @@ class JobStore:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts is {max_attempts!r}; it must be an integer of 1 or more")
+        require_int("max_attempts", max_attempts, 1)
         if isinstance(database, Engine):
             self._engine, self._owns_engine = database, False
         else:
             self._engine, self._owns_engine = create_engine_for(database), True
         self._write_engine = self._engine.execution_options(**WRITE)
-        self._postgresql = self._engine.dialect.name == "postgresql"
         self._max_attempts = max_attempts
         self._clock = clock
 
@@ -253,7 +245,7 @@ class JobStore:
             study_instance_uid=study_instance_uid,
             pipeline_name=pipeline_name,
             pipeline_version=pipeline_version,
-            trigger=_trigger(trigger),
+            trigger=parse_enum(JobTrigger, trigger, "job trigger"),
             priority=priority,
         )
         values |= {
@@ -277,7 +269,7 @@ class JobStore:
         for _ in range(_RERUN_TRIES):
             with self._write() as connection:
                 now = self._now(connection)
-                source = self._locked_row(connection, job_id)
+                source = self._existing_row(connection, job_id, lock=True)
                 if source.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                     raise JobStateError(
                         f"job {job_id} is still {JobStatus(source.status).value}; it can be "
@@ -388,9 +380,7 @@ class JobStore:
             row = connection.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
             if row is None or row.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
                 return None
-            merged_destinations = list(
-                dict.fromkeys([*(row.destinations or ["this-orthanc"]), *destinations])
-            )
+            merged_destinations = list(dict.fromkeys([*(row.destinations or [THIS_ORTHANC]), *destinations]))
             merged_rules = list(dict.fromkeys([*(row.rules or []), *rules]))
             updated = connection.execute(
                 update(JOBS)
@@ -443,7 +433,7 @@ class JobStore:
         jobs and the running jobs whose lease expired (their worker died) with attempts left;
         ``pipelines`` restricts it to those pipeline names. The job becomes ``running`` with a
         lease of ``lease_seconds`` and one more attempt. Expired jobs without attempts left are
-        failed first (see :meth:`reap_expired`).
+        failed first.
         """
         require_text("worker_id", worker_id, 200)
         lease = lease_duration(lease_seconds)
@@ -490,17 +480,6 @@ class JobStore:
             ).first()
         _log_reaped(reaped)
         return None if row is None else Job.from_row(row)
-
-    def reap_expired(self) -> builtins.list[Job]:
-        """Fail the running jobs whose lease expired with no attempts left; return them.
-
-        :meth:`claim` does this itself; call it where no worker may be claiming (e.g. from a
-        status page) so such jobs do not look running forever.
-        """
-        with self._write() as connection:
-            reaped = self._reap(connection, self._now(connection))
-        _log_reaped(reaped)
-        return reaped
 
     def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a job ``worker_id`` holds; ``False`` if it no longer holds it."""
@@ -623,12 +602,7 @@ class JobStore:
             raise TypeError(f"state value for {key!r} must be a string, not {type(value).__name__}")
         with self._write() as connection:
             now = self._now(connection)
-            statement: postgresql.Insert | sqlite.Insert
-            if self._postgresql:
-                statement = postgresql.insert(STATE)
-            else:
-                statement = sqlite.insert(STATE)
-            statement = statement.values(key=key, value=value, updated_at=now)
+            statement = upsert_statement(connection, STATE).values(key=key, value=value, updated_at=now)
             connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=[STATE.c.key],
@@ -649,13 +623,10 @@ class JobStore:
         ``status`` keeps one status; ``study`` keeps the jobs of one study, given as its
         Orthanc id or its StudyInstanceUID. ``limit`` is 1 to 1000.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"limit is {limit!r}; it must be an integer from 1 to {MAX_LIST_LIMIT}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset is {offset!r}; it must be an integer of 0 or more")
+        require_page(limit, offset)
         query = select(JOBS)
         if status is not None:
-            query = query.where(JOBS.c.status == _status(status))
+            query = query.where(JOBS.c.status == parse_enum(JobStatus, status, "job status"))
         if study is not None:
             query = query.where(or_(JOBS.c.orthanc_study_id == study, JOBS.c.study_instance_uid == study))
         query = query.order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
@@ -693,11 +664,7 @@ class JobStore:
 
     def _insert_job(self, connection: Connection, values: dict[str, Any]) -> Row[Any] | None:
         """Insert a job; ``None`` if its (study, pipeline, version, generation) exists."""
-        statement: postgresql.Insert | sqlite.Insert
-        if self._postgresql:
-            statement = postgresql.insert(JOBS)
-        else:
-            statement = sqlite.insert(JOBS)
+        statement = upsert_statement(connection, JOBS)
         unique_key = [
             JOBS.c.study_instance_uid,
             JOBS.c.pipeline_name,
@@ -708,15 +675,11 @@ class JobStore:
             statement.values(**values).on_conflict_do_nothing(index_elements=unique_key).returning(*JOBS.c)
         ).first()
 
-    def _existing_row(self, connection: Connection, job_id: int) -> Row[Any]:
-        row = connection.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
-        if row is None:
-            raise JobNotFoundError(f"there is no job {job_id}")
-        return row
-
-    def _locked_row(self, connection: Connection, job_id: int) -> Row[Any]:
-        """The job's row, locked until the transaction ends (on SQLite the write lock is)."""
-        row = connection.execute(select(JOBS).where(JOBS.c.id == job_id).with_for_update()).first()
+    def _existing_row(self, connection: Connection, job_id: int, *, lock: bool = False) -> Row[Any]:
+        """The job's row; with ``lock``, locked until the transaction ends (on SQLite the write
+        lock is)."""
+        query = select(JOBS).where(JOBS.c.id == job_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise JobNotFoundError(f"there is no job {job_id}")
         return row
@@ -821,22 +784,6 @@ def _new_job_values(
         "trigger": trigger.value,
         "priority": priority,
     }
-
-
-def _trigger(value: JobTrigger | str) -> JobTrigger:
-    try:
-        return JobTrigger(value)
-    except ValueError as error:
-        allowed = ", ".join(trigger.value for trigger in JobTrigger)
-        raise ValueError(f"job trigger {value!r} is not one of {allowed}") from error
-
-
-def _status(value: JobStatus | str) -> JobStatus:
-    try:
-        return JobStatus(value)
-    except ValueError as error:
-        allowed = ", ".join(status.value for status in JobStatus)
-        raise ValueError(f"job status {value!r} is not one of {allowed}") from error
 
 
 def _timings(stage_timings: Mapping[str, float]) -> dict[str, float]:

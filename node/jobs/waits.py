@@ -16,9 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Engine, Row, Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from node.jobs.common import MAX_LIST_LIMIT, database_now, require_text, to_iso
+from node.jobs.common import database_now, require_page, require_text, to_iso, upsert_statement
 from node.jobs.database import WRITE
 from node.jobs.models import StudyWaitRow, WaitStatus
 
@@ -40,19 +39,9 @@ class StudyWait:
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> StudyWait:
+        # the columns are the fields; ``status`` reads back as a WaitStatus (its Enum type)
         values = row._mapping
-        return cls(
-            id=values["id"],
-            orthanc_study_id=values["orthanc_study_id"],
-            study_instance_uid=values["study_instance_uid"],
-            rule=values["rule"],
-            status=WaitStatus(values["status"]),
-            missing=tuple(values["missing"] or ()),
-            reason=values["reason"],
-            first_stable_at=values["first_stable_at"],
-            deadline=values["deadline"],
-            updated_at=values["updated_at"],
-        )
+        return cls(**{**values, "missing": tuple(values["missing"] or ())})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,12 +62,7 @@ class StudyWaitStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**WRITE)
-        self._postgresql = engine.dialect.name == "postgresql"
         self._clock = clock
-
-    def now(self) -> datetime:
-        with self._engine.begin() as connection:
-            return database_now(connection, self._clock)
 
     def wait(
         self,
@@ -96,10 +80,9 @@ class StudyWaitStore:
         require_text("rule", rule, 64)
         with self._write_engine.begin() as connection:
             now = database_now(connection, self._clock)
-            insert: postgresql.Insert | sqlite.Insert
-            insert = postgresql.insert(WAITS) if self._postgresql else sqlite.insert(WAITS)
             connection.execute(
-                insert.values(
+                upsert_statement(connection, WAITS)
+                .values(
                     orthanc_study_id=orthanc_study_id,
                     study_instance_uid=study_instance_uid,
                     rule=rule,
@@ -109,7 +92,8 @@ class StudyWaitStore:
                     first_stable_at=now,
                     deadline=now + wait,
                     updated_at=now,
-                ).on_conflict_do_nothing(index_elements=[WAITS.c.orthanc_study_id, WAITS.c.rule])
+                )
+                .on_conflict_do_nothing(index_elements=[WAITS.c.orthanc_study_id, WAITS.c.rule])
             )
             connection.execute(
                 update(WAITS)
@@ -173,8 +157,7 @@ class StudyWaitStore:
         offset: int = 0,
     ) -> builtins.list[StudyWait]:
         """Waits, newest first; ``study`` keeps one Orthanc study id."""
-        if not 0 < limit <= MAX_LIST_LIMIT or offset < 0:
-            raise ValueError(f"limit must be 1-{MAX_LIST_LIMIT} and offset 0 or more")
+        require_page(limit, offset)
         query = select(WAITS)
         if status is not None:
             query = query.where(WAITS.c.status == status)

@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,21 +29,9 @@ from node.jobs import (
     migrate,
 )
 from tests.job_processes import claim_in_processes
+from tests.unit.job_db import Clock
 
 LEASE = 60.0
-
-
-class Clock:
-    """A clock the test moves by hand, so leases expire without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -53,20 +42,29 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def store(database_url: str, clock: Clock):
     store = JobStore(database_url, clock=clock)
     yield store
     store.close()
 
 
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+
+
+def job_fields(**changes: Any) -> dict[str, Any]:
+    """The arguments of :meth:`JobStore.enqueue` for a stable-study job of STUDY, changed."""
+    return {
+        "orthanc_study_id": f"orthanc-{STUDY}",
+        "study_instance_uid": STUDY,
+        "pipeline_name": "ct-tissue",
+        "pipeline_version": "1.0.0",
+        "trigger": JobTrigger.STABLE_STUDY,
+    } | changes
+
+
 def enqueue(
     store: JobStore,
-    study: str = "1.2.826.0.1.3680043.8.498.1",
+    study: str = STUDY,
     *,
     pipeline: str = "ct-tissue",
     version: str = "1.0.0",
@@ -113,29 +111,14 @@ def test_enqueue_of_a_study_already_queued_for_that_pipeline_version_returns_non
     store: JobStore,
 ) -> None:
     enqueue(store)
-    again = store.enqueue(
-        orthanc_study_id="orthanc-other-id",
-        study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-        pipeline_name="ct-tissue",
-        pipeline_version="1.0.0",
-        trigger="replay",
-    )
+    again = store.enqueue(**job_fields(orthanc_study_id="orthanc-other-id", trigger="replay"))
     assert again is None
     assert len(store.list()) == 1
 
 
 def test_enqueue_of_a_study_whose_job_failed_returns_none(store: JobStore) -> None:
     run_to_failure(store, enqueue(store))
-    assert (
-        store.enqueue(
-            orthanc_study_id="x",
-            study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-            pipeline_name="ct-tissue",
-            pipeline_version="1.0.0",
-            trigger="replay",
-        )
-        is None
-    )
+    assert store.enqueue(**job_fields(orthanc_study_id="x", trigger="replay")) is None
 
 
 def test_enqueue_of_a_new_pipeline_version_queues_a_new_job(store: JobStore) -> None:
@@ -150,13 +133,7 @@ def test_concurrent_enqueues_of_one_study_queue_one_job(store: JobStore) -> None
 
     def enqueue_once(_: int) -> Job | None:
         barrier.wait()
-        return store.enqueue(
-            orthanc_study_id="abc",
-            study_instance_uid="1.2.3",
-            pipeline_name="ct-tissue",
-            pipeline_version="1.0.0",
-            trigger="stable-study",
-        )
+        return store.enqueue(**job_fields())
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(enqueue_once, range(8)))
@@ -166,36 +143,18 @@ def test_concurrent_enqueues_of_one_study_queue_one_job(store: JobStore) -> None
 
 def test_enqueue_rejects_an_unknown_trigger(store: JobStore) -> None:
     with pytest.raises(ValueError, match="job trigger 'cron' is not one of stable-study"):
-        store.enqueue(
-            orthanc_study_id="abc",
-            study_instance_uid="1.2.3",
-            pipeline_name="ct-tissue",
-            pipeline_version="1.0.0",
-            trigger="cron",
-        )
+        store.enqueue(**job_fields(trigger="cron"))
 
 
 def test_enqueue_rejects_a_study_instance_uid_longer_than_64_characters(store: JobStore) -> None:
     uid = "1." + "2" * 70
     with pytest.raises(ValueError, match="is 72 characters; PS3.5 allows 64"):
-        store.enqueue(
-            orthanc_study_id="abc",
-            study_instance_uid=uid,
-            pipeline_name="ct-tissue",
-            pipeline_version="1.0.0",
-            trigger="manual",
-        )
+        store.enqueue(**job_fields(study_instance_uid=uid))
 
 
 def test_enqueue_rejects_an_empty_pipeline_name(store: JobStore) -> None:
     with pytest.raises(ValueError, match="pipeline_name is ''; it must be a non-empty string"):
-        store.enqueue(
-            orthanc_study_id="abc",
-            study_instance_uid="1.2.3",
-            pipeline_name="",
-            pipeline_version="1.0.0",
-            trigger="manual",
-        )
+        store.enqueue(**job_fields(pipeline_name=""))
 
 
 # -- rerun and retry -------------------------------------------------------------------------
@@ -437,15 +396,6 @@ def test_a_job_whose_worker_stopped_max_attempts_times_fails_with_a_reason(
     assert (failed.status, failed.attempts, failed.finished_at) == (JobStatus.FAILED, 3, clock.now)
     assert failed.error is not None
     assert failed.error.startswith("The worker running this job stopped 3 times")
-
-
-def test_reap_expired_fails_jobs_out_of_attempts_without_a_claim(database_url: str, clock: Clock) -> None:
-    store = JobStore(database_url, clock=clock, max_attempts=1)
-    job = enqueue(store)
-    store.claim(worker_id="w1", lease_seconds=LEASE)
-    clock.advance(LEASE + 1)
-    assert [reaped.id for reaped in store.reap_expired()] == [job.id]
-    assert store.get(job.id).status is JobStatus.FAILED
 
 
 def test_release_puts_the_job_back_without_counting_the_attempt(store: JobStore) -> None:
