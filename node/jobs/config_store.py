@@ -144,42 +144,15 @@ class ConfigStore:
         require_text("actor", actor, 200)
         document = json_object("rule document", rule_document)
         require_text("rule name", document.get("name"), 64)
-        name = cast(str, document["name"])
-        with self._write() as connection:
-            now = database_now(connection, self._clock)
-            before = self._locked(connection, RULES, name)
-            if before is not None and before.document == document:
-                return _rule(before), _rule(before)
-            after = self._upsert(connection, RULES, name, {"document": document}, before, now)
-            self._audit(
-                connection,
-                now,
-                actor=actor,
-                action="create" if before is None else "update",
-                subject_type=SubjectType.RULE,
-                subject_name=name,
-                before=None if before is None else before.document,
-                after=document,
-            )
+        before, after = self._save(
+            RULES, SubjectType.RULE, cast(str, document["name"]), {"document": document}, actor=actor
+        )
         return (None if before is None else _rule(before)), _rule(after)
 
     def delete_rule(self, name: str, *, actor: str) -> StoredRule:
         """Delete a rule; return it. :class:`ConfigNotFoundError` if there is none."""
         require_text("actor", actor, 200)
-        with self._write() as connection:
-            now = database_now(connection, self._clock)
-            row = self._delete(connection, RULES, name, "rule")
-            self._audit(
-                connection,
-                now,
-                actor=actor,
-                action="delete",
-                subject_type=SubjectType.RULE,
-                subject_name=name,
-                before=row.document,
-                after=None,
-            )
-        return _rule(row)
+        return _rule(self._delete(RULES, SubjectType.RULE, name, actor=actor))
 
     # -- destinations -----------------------------------------------------------------------
 
@@ -203,44 +176,14 @@ class ConfigStore:
         require_text("actor", actor, 200)
         require_text("destination name", name, 64)
         require_text("destination type", type, 32)
-        stored = json_object("destination document", document)
-        with self._write() as connection:
-            now = database_now(connection, self._clock)
-            before = self._locked(connection, DESTINATIONS, name)
-            if before is not None and before.document == stored and before.type == type:
-                return _destination(before), _destination(before)
-            after = self._upsert(
-                connection, DESTINATIONS, name, {"type": type, "document": stored}, before, now
-            )
-            self._audit(
-                connection,
-                now,
-                actor=actor,
-                action="create" if before is None else "update",
-                subject_type=SubjectType.DESTINATION,
-                subject_name=name,
-                before=None if before is None else _with_type(before.type, before.document),
-                after=_with_type(type, stored),
-            )
+        values = {"type": type, "document": json_object("destination document", document)}
+        before, after = self._save(DESTINATIONS, SubjectType.DESTINATION, name, values, actor=actor)
         return (None if before is None else _destination(before)), _destination(after)
 
     def delete_destination(self, name: str, *, actor: str) -> StoredDestination:
         """Delete a destination; return it. :class:`ConfigNotFoundError` if there is none."""
         require_text("actor", actor, 200)
-        with self._write() as connection:
-            now = database_now(connection, self._clock)
-            row = self._delete(connection, DESTINATIONS, name, "destination")
-            self._audit(
-                connection,
-                now,
-                actor=actor,
-                action="delete",
-                subject_type=SubjectType.DESTINATION,
-                subject_name=name,
-                before=_with_type(row.type, row.document),
-                after=None,
-            )
-        return _destination(row)
+        return _destination(self._delete(DESTINATIONS, SubjectType.DESTINATION, name, actor=actor))
 
     # -- audit trail ------------------------------------------------------------------------
 
@@ -289,35 +232,60 @@ class ConfigStore:
         with self._write_engine.begin() as connection:
             yield connection
 
-    @staticmethod
-    def _locked(connection: Connection, table: Table, name: str) -> Row[Any] | None:
-        """The named row, locked until the transaction ends (on SQLite the write lock is)."""
-        return connection.execute(select(table).where(table.c.name == name).with_for_update()).first()
+    def _save(
+        self, table: Table, kind: SubjectType, name: str, values: dict[str, Any], *, actor: str
+    ) -> tuple[Row[Any] | None, Row[Any]]:
+        """Insert or update the row named ``name`` with ``values`` and audit the change; an
+        unchanged row is returned as both before and after, without an audit entry."""
+        with self._write() as connection:
+            now = database_now(connection, self._clock)
+            before = connection.execute(select(table).where(table.c.name == name).with_for_update()).first()
+            if before is None:
+                # Two concurrent creations of one new name on PostgreSQL: the second INSERT
+                # fails on the unique name and its transaction rolls back; the caller may
+                # simply save again.
+                after = connection.execute(
+                    insert(table)
+                    .values(name=name, **values, created_at=now, updated_at=now)
+                    .returning(*table.c)
+                ).one()
+            elif all(before._mapping[column] == value for column, value in values.items()):
+                return before, before
+            else:
+                after = connection.execute(
+                    update(table)
+                    .where(table.c.id == before.id)
+                    .values(**values, updated_at=now)
+                    .returning(*table.c)
+                ).one()
+            self._audit(
+                connection,
+                now,
+                actor=actor,
+                action="create" if before is None else "update",
+                subject_type=kind,
+                subject_name=name,
+                before=None if before is None else _audited(kind, before),
+                after=_audited(kind, after),
+            )
+        return before, after
 
-    @staticmethod
-    def _upsert(
-        connection: Connection,
-        table: Table,
-        name: str,
-        values: dict[str, Any],
-        before: Row[Any] | None,
-        now: datetime,
-    ) -> Row[Any]:
-        # Two concurrent creations of one new name on PostgreSQL: the second INSERT fails on
-        # the unique name and its transaction rolls back; the caller may simply save again.
-        if before is None:
-            return connection.execute(
-                insert(table).values(name=name, **values, created_at=now, updated_at=now).returning(*table.c)
-            ).one()
-        return connection.execute(
-            update(table).where(table.c.id == before.id).values(**values, updated_at=now).returning(*table.c)
-        ).one()
-
-    @staticmethod
-    def _delete(connection: Connection, table: Table, name: str, kind: str) -> Row[Any]:
-        row = connection.execute(delete(table).where(table.c.name == name).returning(*table.c)).first()
-        if row is None:
-            raise ConfigNotFoundError(f"there is no {kind} named {name!r}")
+    def _delete(self, table: Table, kind: SubjectType, name: str, *, actor: str) -> Row[Any]:
+        with self._write() as connection:
+            now = database_now(connection, self._clock)
+            row = connection.execute(delete(table).where(table.c.name == name).returning(*table.c)).first()
+            if row is None:
+                raise ConfigNotFoundError(f"there is no {kind.value} named {name!r}")
+            self._audit(
+                connection,
+                now,
+                actor=actor,
+                action="delete",
+                subject_type=kind,
+                subject_name=name,
+                before=_audited(kind, row),
+                after=None,
+            )
         return row
 
     @staticmethod
@@ -347,9 +315,12 @@ class ConfigStore:
         ).one()
 
 
-def _with_type(type: str, document: Mapping[str, Any]) -> dict[str, Any]:
-    """A destination's audit document: its type, then its configuration."""
-    return {"type": type, **document}
+def _audited(kind: SubjectType, row: Row[Any]) -> dict[str, Any]:
+    """A rule's or destination's document as the audit trail shows it: a destination's starts
+    with its type, which is stored in its own column."""
+    if kind is SubjectType.DESTINATION:
+        return {"type": row.type, **row.document}
+    return dict(row.document)
 
 
 def _rule(row: Row[Any]) -> StoredRule:
