@@ -25,21 +25,11 @@ from node.jobs.models import Base
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
 from tests.job_processes import claim_in_processes, migrate_in_processes
 from tests.requirements import skip_or_fail
+from tests.unit.job_db import Clock
 
 pytestmark = pytest.mark.integration
 
 LEASE = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from node.jobs import JobNotFoundError, JobStore, LeaseLostError
-from node.jobs.deliveries import (
-    DeliveryStateError,
-    DeliveryStore,
-)
+from node.jobs.deliveries import Delivery, DeliveryStateError, DeliveryStore
 from node.jobs.models import DeliveryStatus
 from tests.unit.job_db import Clock
 
@@ -41,6 +38,14 @@ def new_job(engine: Engine, study: str = "1.2.3") -> int:
     )
     assert job is not None
     return job.id
+
+
+def claimed_delivery(engine: Engine, deliveries: DeliveryStore, max_attempts: int = 3) -> Delivery:
+    """The delivery to "pacs" of a new job, claimed by worker w1."""
+    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=max_attempts)
+    claimed = deliveries.claim_due("w1", LEASE)
+    assert claimed is not None
+    return claimed
 
 
 def test_create_for_job_makes_one_pending_delivery_per_destination(
@@ -96,9 +101,7 @@ def test_claim_makes_the_delivery_sending_with_a_lease_and_one_attempt(
 def test_delivered_marks_the_delivery_delivered(
     engine: Engine, deliveries: DeliveryStore, clock: Clock
 ) -> None:
-    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=3)
-    claimed = deliveries.claim_due("w1", LEASE)
-    assert claimed is not None
+    claimed = claimed_delivery(engine, deliveries)
     done = deliveries.delivered(claimed.id, "w1")
     assert (done.status, done.delivered_at) == (DeliveryStatus.DELIVERED, clock.now)
 
@@ -106,9 +109,7 @@ def test_delivered_marks_the_delivery_delivered(
 def test_delivered_by_a_worker_not_holding_it_raises_lease_lost(
     engine: Engine, deliveries: DeliveryStore
 ) -> None:
-    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=3)
-    claimed = deliveries.claim_due("w1", LEASE)
-    assert claimed is not None
+    claimed = claimed_delivery(engine, deliveries)
     with pytest.raises(LeaseLostError, match="worker 'w2' no longer holds delivery"):
         deliveries.delivered(claimed.id, "w2")
 
@@ -116,9 +117,7 @@ def test_delivered_by_a_worker_not_holding_it_raises_lease_lost(
 def test_a_failed_attempt_makes_the_delivery_pending_after_the_backoff(
     engine: Engine, deliveries: DeliveryStore, clock: Clock
 ) -> None:
-    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=3)
-    claimed = deliveries.claim_due("w1", LEASE)
-    assert claimed is not None
+    claimed = claimed_delivery(engine, deliveries)
     failed = deliveries.failed_attempt(claimed.id, "w1", "connection refused", backoff=one_minute)
     assert (failed.status, failed.last_error) == (DeliveryStatus.PENDING, "connection refused")
     assert failed.next_attempt_at == clock.now + timedelta(minutes=1)
@@ -159,9 +158,7 @@ def test_a_delivery_out_of_attempts_stays_failed(engine: Engine, deliveries: Del
 def test_retry_makes_a_failed_delivery_due_now_with_attempts_reset(
     engine: Engine, deliveries: DeliveryStore, clock: Clock
 ) -> None:
-    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=1)
-    claimed = deliveries.claim_due("w1", LEASE)
-    assert claimed is not None
+    claimed = claimed_delivery(engine, deliveries, max_attempts=1)
     deliveries.failed_attempt(claimed.id, "w1", "refused", backoff=one_minute)
     clock.advance(3600)
     retried = deliveries.retry(claimed.id)
@@ -207,9 +204,7 @@ def test_claim_takes_the_delivery_due_the_longest_first(
 def test_a_delivery_whose_lease_expired_is_claimed_again(
     engine: Engine, deliveries: DeliveryStore, clock: Clock
 ) -> None:
-    deliveries.create_for_job(new_job(engine), ["pacs"], max_attempts=3)
-    claimed = deliveries.claim_due("w1", LEASE)
-    assert claimed is not None
+    claimed = claimed_delivery(engine, deliveries)
     clock.advance(LEASE + 1)
     again = deliveries.claim_due("w2", LEASE)
     assert again is not None and (again.id, again.lease_owner, again.attempts) == (claimed.id, "w2", 2)
