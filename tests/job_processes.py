@@ -1,14 +1,18 @@
-"""Several worker processes against one job database: the same checks on SQLite and PostgreSQL.
+"""Several workers (processes or threads) against one job database: the same checks on SQLite
+and PostgreSQL.
 
-Targets are module-level functions so `spawn`ed processes can import them.
+Process targets are module-level functions so `spawn`ed processes can import them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from node.jobs import JobStore, migrate
+from node.jobs import Job, JobStore, JobTrigger, migrate
+from node.jobs.deliveries import DeliveryStore
 
 LEASE = 60.0
 
@@ -60,3 +64,39 @@ def migrate_in_processes(url: str, count: int = 4) -> list[int | None]:
     for process in processes:
         process.join(timeout=120)
     return [process.exitcode for process in processes]
+
+
+def enqueue_in_threads(store: JobStore, count: int = 8) -> list[Job | None]:
+    """What ``count`` threads got back from enqueuing one study at the same moment."""
+    barrier = threading.Barrier(count)
+
+    def enqueue_once(_: int) -> Job | None:
+        barrier.wait()
+        return store.enqueue(
+            orthanc_study_id="abc",
+            study_instance_uid="1.2.3",
+            pipeline_name="ct-tissue",
+            pipeline_version="1.0.0",
+            trigger=JobTrigger.REPLAY,
+        )
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(enqueue_once, range(count)))
+
+
+def deliver_in_threads(deliveries: DeliveryStore, count: int) -> list[int]:
+    """Ids of the deliveries that ``count`` threads, started at once, claimed and delivered
+    until none was due."""
+    barrier = threading.Barrier(count)
+
+    def claim_all(worker: int) -> list[int]:
+        barrier.wait()
+        claimed = []
+        while (delivery := deliveries.claim_due(f"thread-{worker}", LEASE)) is not None:
+            claimed.append(delivery.id)
+            time.sleep(0.002)  # some work, so that the other threads claim in between
+            deliveries.delivered(delivery.id, f"thread-{worker}")
+        return claimed
+
+    with ThreadPoolExecutor(count) as pool:
+        return [delivery_id for ids in pool.map(claim_all, range(count)) for delivery_id in ids]

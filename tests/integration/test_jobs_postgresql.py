@@ -3,12 +3,9 @@ server's clock, the advisory-locked migration and the drift check; the deliverie
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +20,12 @@ from node.jobs.database import alembic_config
 from node.jobs.deliveries import DeliveryStore
 from node.jobs.models import Base
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
-from tests.job_processes import claim_in_processes, migrate_in_processes
+from tests.job_processes import (
+    claim_in_processes,
+    deliver_in_threads,
+    enqueue_in_threads,
+    migrate_in_processes,
+)
 from tests.requirements import skip_or_fail
 from tests.unit.job_db import Clock
 
@@ -124,21 +126,7 @@ def test_claim_takes_the_highest_priority_first_then_the_oldest(database_url: st
 
 def test_concurrent_enqueues_of_one_study_queue_one_job(database_url: str) -> None:
     store = JobStore(database_url)
-    barrier = threading.Barrier(8)
-
-    def enqueue_once(_: int) -> Job | None:
-        barrier.wait()
-        return store.enqueue(
-            orthanc_study_id="abc",
-            study_instance_uid="1.2.3",
-            pipeline_name="ct-tissue",
-            pipeline_version="1.0.0",
-            trigger="replay",
-        )
-
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(enqueue_once, range(8)))
-    assert sum(job is not None for job in results) == 1
+    assert sum(job is not None for job in enqueue_in_threads(store)) == 1
     store.close()
 
 
@@ -214,19 +202,7 @@ def test_threads_claiming_deliveries_at_once_get_each_exactly_once(database_url:
         for n in range(10)
         for delivery in deliveries.create_for_job(enqueue(store, f"1.2.{n}").id, ["a", "b", "c"], 3)
     }
-    barrier = threading.Barrier(6)
-
-    def claim_all(worker: int) -> list[int]:
-        barrier.wait()
-        claimed = []
-        while (delivery := deliveries.claim_due(f"thread-{worker}", LEASE)) is not None:
-            claimed.append(delivery.id)
-            time.sleep(0.002)  # some work, so that the other threads claim in between
-            deliveries.delivered(delivery.id, f"thread-{worker}")
-        return claimed
-
-    with ThreadPoolExecutor(6) as pool:
-        claimed = [delivery_id for ids in pool.map(claim_all, range(6)) for delivery_id in ids]
+    claimed = deliver_in_threads(deliveries, 6)
     assert Counter(claimed) == Counter(expected)
     assert {delivery.attempts for delivery in deliveries.list(limit=100)} == {1}
     store.close()

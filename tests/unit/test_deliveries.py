@@ -3,9 +3,7 @@ by due time whatever the destination, retried with backoff, then failed until re
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -14,6 +12,7 @@ from sqlalchemy import Engine, text
 from node.jobs import JobNotFoundError, JobStore, LeaseLostError
 from node.jobs.deliveries import Delivery, DeliveryStateError, DeliveryStore
 from node.jobs.models import DeliveryStatus
+from tests.job_processes import deliver_in_threads
 from tests.unit.job_db import Clock
 
 LEASE = 60.0
@@ -241,15 +240,5 @@ def test_threads_claiming_at_once_get_each_delivery_exactly_once(engine: Engine)
             new_job(engine, f"1.2.{n}"), ["a", "b", "c", "d"], max_attempts=3
         )
     }
-    barrier = threading.Barrier(8)
-
-    def claim_all(worker: int) -> list[int]:
-        barrier.wait()
-        claimed = []
-        while (delivery := store.claim_due(f"thread-{worker}", LEASE)) is not None:
-            claimed.append(delivery.id)
-        return claimed
-
-    with ThreadPoolExecutor(8) as pool:
-        claimed = [delivery_id for ids in pool.map(claim_all, range(8)) for delivery_id in ids]
+    claimed = deliver_in_threads(store, 8)
     assert Counter(claimed) == Counter(expected)

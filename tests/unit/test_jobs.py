@@ -28,7 +28,7 @@ from node.jobs import (
     create_engine_for,
     migrate,
 )
-from tests.job_processes import claim_in_processes
+from tests.job_processes import claim_in_processes, enqueue_in_threads
 from tests.unit.job_db import Clock
 
 LEASE = 60.0
@@ -129,15 +129,7 @@ def test_enqueue_of_a_new_pipeline_version_queues_a_new_job(store: JobStore) -> 
 
 
 def test_concurrent_enqueues_of_one_study_queue_one_job(store: JobStore) -> None:
-    barrier = threading.Barrier(8)
-
-    def enqueue_once(_: int) -> Job | None:
-        barrier.wait()
-        return store.enqueue(**job_fields())
-
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(enqueue_once, range(8)))
-    assert sum(job is not None for job in results) == 1
+    assert sum(job is not None for job in enqueue_in_threads(store)) == 1
     assert len(store.list()) == 1
 
 
