@@ -67,10 +67,11 @@ def test_create_for_job_twice_keeps_the_existing_deliveries(
     claimed = deliveries.claim_due("w1", LEASE)
     assert claimed is not None
     again = deliveries.create_for_job(job_id, ["pacs", "archive"], max_attempts=3)
-    assert [(d.id, d.status) for d in again] == [
-        (first[0].id, DeliveryStatus.SENDING),
-        (again[1].id, DeliveryStatus.PENDING),
+    assert [(d.destination, d.status) for d in again] == [
+        ("pacs", DeliveryStatus.SENDING),
+        ("archive", DeliveryStatus.PENDING),
     ]
+    assert again[0].id == first[0].id
 
 
 def test_create_for_a_missing_job_raises_not_found(deliveries: DeliveryStore) -> None:
