@@ -36,6 +36,13 @@ MASK = "********"
 _SECRET_KEY = re.compile(r"password|token|secret", re.IGNORECASE)
 
 
+def is_secret_key(key: object) -> bool:
+    """Whether a configuration key names a secret (password, token, secret; any case). The
+    audit trail masks these, and the destination API keeps and never returns them: one test
+    for both, so what is masked and what is kept cannot drift apart."""
+    return isinstance(key, str) and _SECRET_KEY.search(key) is not None
+
+
 class SubjectType(enum.StrEnum):
     """What an audit entry is about."""
 
@@ -54,9 +61,7 @@ def mask_secrets(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {
-            key: (MASK if item is not None else None)
-            if isinstance(key, str) and _SECRET_KEY.search(key)
-            else mask_secrets(item)
+            key: (MASK if item is not None else None) if is_secret_key(key) else mask_secrets(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):

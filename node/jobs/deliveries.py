@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
 
-from sqlalchemy import Connection, Engine, Row, Table, and_, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Table, and_, func, or_, select, update
 
 from node.jobs.common import (
     database_now,
@@ -311,6 +311,17 @@ class DeliveryStore:
                 select(DELIVERIES).where(DELIVERIES.c.job_id == job_id).order_by(DELIVERIES.c.id)
             ).all()
         return [Delivery.from_row(row) for row in rows]
+
+    def counts_by_status(self) -> dict[DeliveryStatus, int]:
+        """How many deliveries are in each status (every status present, zeros included)."""
+        with self._engine.begin() as connection:
+            rows = connection.execute(
+                select(DELIVERIES.c.status, func.count()).group_by(DELIVERIES.c.status)
+            ).all()
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        for status, count in rows:
+            counts[DeliveryStatus(status)] = count
+        return counts
 
     def list(
         self,

@@ -60,7 +60,7 @@ def build_routes(context: NodeContext) -> RouteTable:
         rules.routes(),
         RuleTester(rules, config, registry, context.intake.summarize).routes(),
         DestinationsApi(config, context.get_json).routes(),
-        DashboardApi(engine, waiting).routes(),
+        DashboardApi(context.intake.store, deliveries, waiting).routes(),
         console_routes(),
         # here, not merged in by the plugin afterwards, so that openapi.json describes it too
         access_routes(context.access),

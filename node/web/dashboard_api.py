@@ -1,7 +1,8 @@
 """GET /ai/dashboard: the numbers an admin looks at first, in one request.
 
-Read-only SQL over the job database's tables; the stores offer per-row reads, and a dashboard
-polled every few seconds should not list thousands of rows to count them.
+Counts come from the stores; the recent failures are one read-only query joining deliveries to
+their jobs (the stores read one table at a time, and a dashboard polled every few seconds
+should not make a query per failed delivery).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Table, select
 
 from node.jobs.common import to_iso
+from node.jobs.deliveries import DeliveryStore
 from node.jobs.models import DeliveryRow, DeliveryStatus, JobRow, JobStatus
+from node.jobs.store import JobStore
 from node.web.http import ApiResponse, Request
 from node.web.params import answers
 from node.web.routes import Operation, Route
@@ -34,8 +37,10 @@ SCHEMA: dict[str, Any] = {
 
 
 class DashboardApi:
-    def __init__(self, engine: Engine, waiting_studies: Callable[[], int]) -> None:
-        self.engine = engine
+    def __init__(self, jobs: JobStore, deliveries: DeliveryStore, waiting_studies: Callable[[], int]) -> None:
+        self.jobs = jobs
+        self.deliveries = deliveries
+        self.engine = jobs.engine
         self.waiting_studies = waiting_studies
 
     def routes(self) -> list[Route]:
@@ -55,14 +60,6 @@ class DashboardApi:
 
     def dashboard(self, request: Request) -> ApiResponse:
         with self.engine.begin() as connection:
-            jobs: dict[Any, int] = dict(
-                connection.execute(select(JOBS.c.status, func.count()).group_by(JOBS.c.status)).all()
-            )
-            deliveries: dict[Any, int] = dict(
-                connection.execute(
-                    select(DELIVERIES.c.status, func.count()).group_by(DELIVERIES.c.status)
-                ).all()
-            )
             failed_jobs = connection.execute(
                 select(JOBS)
                 .where(JOBS.c.status == JobStatus.FAILED)
@@ -102,13 +99,15 @@ class DashboardApi:
             for row in failed_deliveries
         ]
         failures.sort(key=lambda failure: str(failure["at"]), reverse=True)
-        job_counts = {status.value: int(jobs.get(status, 0)) for status in JobStatus}
+        job_counts = self.jobs.counts_by_status()
         return ApiResponse(
             200,
             {
-                "queue_depth": job_counts[JobStatus.QUEUED.value],
-                "jobs": job_counts,
-                "deliveries": {status.value: int(deliveries.get(status, 0)) for status in DeliveryStatus},
+                "queue_depth": job_counts[JobStatus.QUEUED],
+                "jobs": {status.value: count for status, count in job_counts.items()},
+                "deliveries": {
+                    status.value: count for status, count in self.deliveries.counts_by_status().items()
+                },
                 "recent_failures": failures[:RECENT_FAILURES],
                 "waiting_studies": self.waiting_studies(),
             },

@@ -8,7 +8,6 @@ built-in ``this-orthanc`` is listed and testable, never stored, changed or delet
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from node.destinations.base import Destination, TestOutcome
 from node.destinations.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
 from node.errors import NodeError
 from node.jobs.common import to_iso
-from node.jobs.config_store import ConfigStore, StoredDestination, SubjectType
+from node.jobs.config_store import ConfigStore, StoredDestination, SubjectType, is_secret_key
 from node.rules.model import THIS_ORTHANC
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object, plural
@@ -29,7 +28,6 @@ from node.web.routes import Operation, Route
 CONFIG = TypeAdapter(DestinationConfig)
 #: the Test action answers within this, whatever timeout the destination sends with
 TEST_TIMEOUT = timedelta(seconds=10)
-_SECRET = re.compile(r"password|token|secret", re.IGNORECASE)
 #: keys of the public view a client may send back as they came; they are not configuration
 _VIEW_ONLY = frozenset({"builtin", "created_at", "updated_at"})
 
@@ -268,12 +266,12 @@ def _keep_secrets(given: Any, stored: Any) -> Any:
     merged: dict[str, Any] = {}
     same_kind = isinstance(stored, dict) and given.get("type") == stored.get("type")
     for key, value in given.items():
-        if key.startswith("has_") and _SECRET.search(key):
+        if key.startswith("has_") and is_secret_key(key):
             continue
         merged[key] = _keep_secrets(value, stored.get(key) if isinstance(stored, dict) else None)
     if same_kind:
         for key, value in stored.items():
-            if _SECRET.search(key) and merged.get(key) is None and value is not None:
+            if is_secret_key(key) and merged.get(key) is None and value is not None:
                 merged[key] = value
     return merged
 
