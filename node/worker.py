@@ -18,6 +18,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -44,8 +45,8 @@ from node.jobs.models import DeliveryStatus
 from node.jobs.store import WORKER_STATE_PREFIX, Job, JobStore
 from node.orthanc.client import OrthancClient
 from node.orthanc.study import summarize_study
-from node.results.measure import measure_segments
-from node.results.products import ResultInputs, build_result_objects
+from node.results.measure import SegmentMeasurements, measure_segments
+from node.results.products import ResultInputs, ResultObject, build_result_objects
 from node.results.seg import DeviceInfo
 from node.results.staging import ResultFiles
 from node.results.validate import require_valid
@@ -73,6 +74,52 @@ def result_uid(job: Job, purpose: str) -> str:
     PS3.5 B.2: a UUID as the integer under the 2.25 root.
     """
     return f"2.25.{uuid.uuid5(uuid.UUID(job.uid), purpose).int}"
+
+
+def job_result(
+    pipeline: Pipeline,
+    source_series_instance_uid: str,
+    measurements: Sequence[SegmentMeasurements],
+    objects: Sequence[ResultObject],
+    *,
+    locations: Mapping[str, str],
+    deliveries: Sequence[Delivery],
+) -> dict[str, Any]:
+    """A done job's ``result``, as GET /ai/jobs and the console show it.
+
+    ``locations`` maps a SOP Instance UID to its Orthanc id, for objects this Orthanc stored.
+    """
+    result: dict[str, Any] = {
+        "pipeline": {"name": pipeline.name, "version": pipeline.version},
+        "source_series_instance_uid": source_series_instance_uid,
+        "segments": [
+            {
+                "number": m.segment_number,
+                "label": m.label,
+                "volume_ml": round(m.volume_ml, 3),
+                "mean": None if m.mean_intensity is None else round(m.mean_intensity, 2),
+                "voxels": m.voxel_count,
+            }
+            for m in measurements
+        ],
+    }
+    for obj in objects:
+        # One entry per kind; a kind with one object per slice (secondary capture) names its
+        # first instance and counts them all.
+        entry = result.setdefault(
+            obj.kind.lower(),
+            {
+                "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
+                "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
+                "orthanc_id": locations.get(str(obj.dataset.SOPInstanceUID)),
+                "instances": 0,
+            },
+        )
+        entry["instances"] += 1
+    result["deliveries"] = [
+        {"destination": d.destination, "status": d.status.value, "error": d.last_error} for d in deliveries
+    ]
+    return result
 
 
 class Worker:
@@ -258,39 +305,14 @@ class Worker:
             self.sender.files.write(job.uid, [obj.dataset for obj in objects])
         with timer.stage("deliver"):
             deliveries, locations = self._deliver(job)
-        result: dict[str, Any] = {
-            "pipeline": {"name": pipeline.name, "version": pipeline.version},
-            "source_series_instance_uid": volume.series_instance_uid,
-            "segments": [
-                {
-                    "number": m.segment_number,
-                    "label": m.label,
-                    "volume_ml": round(m.volume_ml, 3),
-                    "mean": None if m.mean_intensity is None else round(m.mean_intensity, 2),
-                    "voxels": m.voxel_count,
-                }
-                for m in measurements
-            ],
-        }
-        for obj in objects:
-            # One entry per kind; a kind with one object per slice (secondary capture) names its
-            # first instance and counts them all.
-            entry = result.setdefault(
-                obj.kind.lower(),
-                {
-                    "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
-                    "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
-                    # where this Orthanc keeps it, when this Orthanc is a destination and has it
-                    "orthanc_id": locations.get(str(obj.dataset.SOPInstanceUID)),
-                    "instances": 0,
-                },
-            )
-            entry["instances"] += 1
-        result["deliveries"] = [
-            {"destination": d.destination, "status": d.status.value, "error": d.last_error}
-            for d in deliveries
-        ]
-        return result
+        return job_result(
+            pipeline,
+            volume.series_instance_uid,
+            measurements,
+            objects,
+            locations=locations,
+            deliveries=deliveries,
+        )
 
     def _deliver(self, job: Job) -> tuple[list[Delivery], dict[str, str]]:
         """A delivery per destination of the job, each tried once now; failures are retried
