@@ -39,6 +39,17 @@ def skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def require_node_components() -> None:
+    """What a running node needs: Orthanc with its Python plugin, and DCMTK's storescu to send
+    it studies."""
+    for tool in ("Orthanc", "storescu"):
+        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
+    require_or_skip(
+        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
+        "orthanc-python is not installed (make setup installs it)",
+    )
+
+
 @functools.cache
 def _build_sample(name: SampleName) -> Path | str:
     """The sample's folder, or why it could not be built (cached for the session)."""

@@ -10,21 +10,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 import requests
 
 from node.errors import ConfigurationError
 from node.samples import SampleName, copy_with_new_uids
 from node.viewer import ensure_ohif
-from tests.integration.node_fixture import RunningNode, free_port, make_node
-from tests.requirements import REPOSITORY, require_or_skip, sample_series, skip_or_fail
+from tests.integration.node_fixture import RunningNode, free_port, make_node, wait_until_ready
+from tests.requirements import (
+    REPOSITORY,
+    require_node_components,
+    require_or_skip,
+    sample_series,
+    skip_or_fail,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless Chromium as root in a container with no GPU and no internet. WebGL still works:
@@ -54,12 +58,7 @@ class ProcessedStudy:
 
 @pytest.fixture(scope="session")
 def e2e_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    for tool in ("Orthanc", "storescu"):
-        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
-    require_or_skip(
-        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
-        "orthanc-python is not installed (make setup installs it)",
-    )
+    require_node_components()
     node = make_node(tmp_path_factory.mktemp("e2e-node"))
     node.start()
     yield node
@@ -75,9 +74,7 @@ def processed_studies(
     sent = {}
     for name in names:
         folder = copy_with_new_uids(sample_series(name), tmp_path_factory.mktemp(f"e2e-{name}"))
-        e2e_node.send(folder)
-        first = next(path for path in sorted(folder.iterdir()) if path.is_file())
-        sent[name] = (folder, str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID))
+        sent[name] = (folder, e2e_node.send(folder))
     studies: dict[str, ProcessedStudy] = {}
     for name, (folder, uid) in sent.items():
         (job,) = e2e_node.wait_for_jobs(uid, timeout=300)
@@ -130,11 +127,13 @@ def viewer(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while "Ctrl-C stops the viewer." not in output.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the viewer did not start:\n{output.read_text()}")
-            time.sleep(0.2)
+        wait_until_ready(
+            process,
+            lambda: "Ctrl-C stops the viewer." in output.read_text(),
+            what="the viewer",
+            log=output.read_text,
+            timeout=60,
+        )
         assert requests.get(f"{url}/", timeout=10).status_code == 200
         yield RunningViewer(url=url, banner=output.read_text())
     finally:

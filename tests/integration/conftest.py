@@ -1,37 +1,28 @@
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from node.samples import copy_with_new_uids, ensure_sample
+from node.samples import copy_with_new_uids
 from tests.integration.node_fixture import RunningNode, make_node
-from tests.requirements import require_or_skip
-
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "samples"
+from tests.requirements import require_node_components, sample_series
 
 
 @pytest.fixture(scope="session")
 def node_components() -> None:
-    """Orthanc with its Python plugin and DCMTK: what a running node needs."""
-    for tool in ("Orthanc", "storescu"):
-        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
-    require_or_skip(
-        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
-        "orthanc-python is not installed (make setup installs it)",
-    )
+    require_node_components()
 
 
 @pytest.fixture(scope="session")
 def ct_sample() -> Path:
-    return ensure_sample("ct", CACHE)
+    return sample_series("ct")
 
 
 @pytest.fixture(scope="session")
 def mr_sample() -> Path:
-    return ensure_sample("mr", CACHE)
+    return sample_series("mr")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import requests
 import yaml
 
 from node.credentials import Role, add_user, ensure_credentials, load_credentials
+from node.demo import first_study_uid
 from node.orthanc.client import OrthancClient
 from node.storescu import send_folder
 
@@ -24,6 +26,36 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    log: Callable[[], str],
+    timeout: float,
+    interval: float = 0.2,
+) -> None:
+    """Wait until a process the tests started is ``ready``; if it exits first or ``timeout``
+    passes, fail with what it logged."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited during start:\n{log()}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout} s:\n{log()}")
+        time.sleep(interval)
+
+
+def answers_http(url: str, auth: tuple[str, str] | None = None) -> bool:
+    """Whether ``url`` answers 2xx now (nothing listening, or an error status: not yet)."""
+    try:
+        return requests.get(url, auth=auth, timeout=2).ok
+    except requests.RequestException:
+        return False
 
 
 @dataclass
@@ -101,19 +133,17 @@ class RunningNode:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the node exited during start:\n{self.console_tail()}")
-            try:
-                # The credentials file appears during start when the node creates it.
-                auth = self.admin if self.credentials_file.exists() else None
-                if requests.get(f"{self.url}/ai/health", auth=auth, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"the node did not start in {timeout} s:\n{self.console_tail()}")
+        wait_until_ready(
+            self.process,
+            # the node creates the credentials file during start when it was not prepared
+            lambda: answers_http(
+                f"{self.url}/ai/health", self.admin if self.credentials_file.exists() else None
+            ),
+            what="the node",
+            log=self.console_tail,
+            timeout=timeout,
+            interval=0.3,
+        )
 
     def stop(self, timeout: float = 60) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -134,8 +164,10 @@ class RunningNode:
                 text += f"--- {name}\n" + "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
         return text
 
-    def send(self, folder: Path) -> None:
+    def send(self, folder: Path) -> str:
+        """Send a folder of one study with storescu; returns its Study Instance UID."""
         send_folder(folder, host="127.0.0.1", port=self.dicom_port, called_aet="AINODE")
+        return first_study_uid(folder)
 
     def jobs(self, **query: str) -> list[dict[str, Any]]:
         return list(self.client.get_json("/ai/jobs?" + "&".join(f"{k}={v}" for k, v in query.items())))

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +17,7 @@ import requests
 from node.destinations.base import Destination, from_config
 from node.destinations.config import DicomConfig, TlsConfig
 from node.orthanc.client import OrthancClient
-from tests.integration.node_fixture import free_port
+from tests.integration.node_fixture import answers_http, free_port, wait_until_ready
 from tests.requirements import require_or_skip
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -46,16 +45,18 @@ def wait_for_echo(
 ) -> None:
     """Wait until a peer answers C-ECHO, or rejects it (a plain TCP probe would make storescp
     log an error)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the peer exited during start:\n{log.read_text(errors='replace')}")
+
+    def answers() -> bool:
         outcome = peer.test()
-        if outcome.ok or "A-ASSOCIATE-RJ" in outcome.message:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"the peer did not answer C-ECHO within {timeout} s:\n{log.read_text(errors='replace')}"
+        return outcome.ok or "A-ASSOCIATE-RJ" in outcome.message
+
+    wait_until_ready(
+        process,
+        answers,
+        what="the DICOM peer",
+        log=lambda: log.read_text(errors="replace"),
+        timeout=timeout,
+        interval=0.1,
     )
 
 
@@ -126,16 +127,14 @@ def start_peer_orthanc(folder: Path) -> Iterator[PeerOrthanc]:
             ["Orthanc", str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the peer Orthanc did not start:\n{(folder / 'orthanc.log').read_text()}")
-            try:
-                if requests.get(f"{url}/system", auth=("ai", PASSWORD), timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(
+            process,
+            lambda: answers_http(f"{url}/system", ("ai", PASSWORD)),
+            what="the peer Orthanc",
+            log=lambda: (folder / "orthanc.log").read_text(errors="replace"),
+            timeout=20,
+            interval=0.1,
+        )
         yield PeerOrthanc(url=url)
     finally:
         process.terminate()
