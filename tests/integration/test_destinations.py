@@ -94,33 +94,23 @@ def refusing_storescp(tmp_path: Path) -> Iterator[StoreScp]:
     yield from start_storescp(tmp_path, "--refuse")
 
 
+def self_signed(folder: Path, subject: str, *extensions: str) -> tuple[Path, Path]:
+    """A key and a self-signed certificate made by openssl, in ``folder``."""
+    require_or_skip(shutil.which("openssl") is not None, "openssl is not installed")
+    folder.mkdir(exist_ok=True)
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", str(key), "-out", str(cert), "-subj", subject]
+    for extension in extensions:
+        command += ["-addext", extension]
+    subprocess.run(command, check=True, capture_output=True)
+    return key, cert
+
+
 @pytest.fixture
 def tls_files(tmp_path: Path) -> TlsConfig:
     """A self-signed certificate for 127.0.0.1, used by both ends and trusted by both."""
-    require_or_skip(shutil.which("openssl") is not None, "openssl is not installed")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed(tmp_path, "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1")
     return TlsConfig(ca_file=cert, cert_file=cert, key_file=key)
 
 
@@ -229,29 +219,8 @@ def test_cstore_without_tls_to_a_tls_peer_fails(tls_storescp: StoreScp) -> None:
 def test_cstore_over_tls_to_an_untrusted_peer_says_handshake_failed(
     tls_storescp: StoreScp, tmp_path: Path
 ) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(other / "key.pem"),
-            "-out",
-            str(other / "cert.pem"),
-            "-subj",
-            "/CN=other",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    tls = TlsConfig(ca_file=other / "cert.pem")
+    _, other = self_signed(tmp_path / "other", "/CN=other")
+    tls = TlsConfig(ca_file=other)
     with pytest.raises(
         DeliveryError, match=r"could not connect .*: TLS handshake failed: CERTIFICATE_VERIFY_FAILED"
     ):
