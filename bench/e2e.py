@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_description, python_description  # noqa: E402
+from node.demo import first_study_uid  # noqa: E402
 from node.samples import copy_with_new_uids, ensure_sample  # noqa: E402
 from tests.integration.node_fixture import make_node  # noqa: E402
 
@@ -53,7 +54,7 @@ def _parse(timestamp: str) -> float:
 
 def run_once(node, sample: Path, workdir: Path, n: int) -> dict[str, float]:
     study = copy_with_new_uids(sample, workdir / f"run-{n}")
-    uid = str(pydicom.dcmread(next(study.iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    uid = first_study_uid(study)
     start = time.time()
     node.send(study)
     sent = time.time()
@@ -129,11 +130,7 @@ def main() -> int:
         node.start()
         try:
             rows = [run_once(node, sample, Path(tmp), n) for n in range(args.runs)]
-            uid = str(
-                pydicom.dcmread(
-                    next((Path(tmp) / "run-0").iterdir()), stop_before_pixels=True
-                ).StudyInstanceUID
-            )
+            uid = first_study_uid(Path(tmp) / "run-0")
             fetches = [fetch_baselines(node, uid) for _ in range(args.runs)]
         finally:
             node.stop()

@@ -15,11 +15,6 @@ from tests.integration.node_fixture import RunningNode
 pytestmark = pytest.mark.integration
 
 
-def _study_uid(folder: Path) -> str:
-    first = next(p for p in sorted(folder.iterdir()) if p.is_file())
-    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
-
-
 def _result_modalities(node: RunningNode, study_uid: str) -> list[str]:
     """Modalities of the node's result series: one SEG and two SRs (volumetric and planar)."""
     return sorted(
@@ -36,9 +31,8 @@ def test_study_that_arrived_before_a_stop_is_processed_after_restart(node_in, ct
     node: RunningNode = node_in(stable_age=5)
     node.start()
     study = new_study(ct_sample)
-    node.send(study)
+    uid = node.send(study)
     node.stop()  # well within the stable age: Orthanc never fired StableStudy
-    uid = _study_uid(study)
     node.start()
     jobs = node.wait_for_jobs(uid)
     assert [(job["status"], job["trigger"]) for job in jobs] == [("done", "replay")], jobs
@@ -62,14 +56,12 @@ def test_broken_study_fails_with_a_reason_and_the_next_study_is_processed(
     node: RunningNode = node_in()
     node.start()
     broken = _mixed_orientation_copy(new_study(ct_sample), tmp_path / "broken")
-    node.send(broken)
-    (failed,) = node.wait_for_jobs(_study_uid(broken))
+    (failed,) = node.wait_for_jobs(node.send(broken))
     assert failed["status"] == "failed"
     assert "orientation" in failed["error"]
     assert "Traceback" not in failed["error"]
     good = new_study(ct_sample)
-    node.send(good)
-    (done,) = node.wait_for_jobs(_study_uid(good))
+    (done,) = node.wait_for_jobs(node.send(good))
     assert done["status"] == "done"
 
 
@@ -77,8 +69,7 @@ def test_job_of_a_killed_worker_is_claimed_again_and_completes_once(node_in, ct_
     node: RunningNode = node_in(lease=4)
     node.start()
     study = new_study(ct_sample)
-    uid = _study_uid(study)
-    node.send(study)
+    uid = node.send(study)
     deadline = time.monotonic() + 120
     running = None
     while time.monotonic() < deadline and running is None:

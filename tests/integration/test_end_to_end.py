@@ -18,11 +18,6 @@ from tests.integration.node_fixture import RunningNode
 pytestmark = pytest.mark.integration
 
 
-def _study_uid(folder: Path) -> str:
-    first = next(p for p in sorted(folder.iterdir()) if p.is_file())
-    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
-
-
 def _results(node: RunningNode, study_uid: str, tmp_path: Path) -> dict[str, list[Path]]:
     """Download the study's result instances: SEG, SR (volumetric) and PLANAR-SR."""
     found: dict[str, list[Path]] = {"SEG": [], "SR": [], "PLANAR-SR": []}
@@ -49,8 +44,7 @@ def ct_processed(shared_node: RunningNode, ct_sample: Path, tmp_path_factory):
     from node.samples import copy_with_new_uids
 
     study = copy_with_new_uids(ct_sample, tmp_path_factory.mktemp("ct"))
-    shared_node.send(study)
-    uid = _study_uid(study)
+    uid = shared_node.send(study)
     jobs = shared_node.wait_for_jobs(uid)
     return study, uid, jobs
 
@@ -111,8 +105,7 @@ def test_t1_mr_gets_a_plausible_brain_mask_on_the_mr_instances(
     shared_node, mr_sample, new_study, tmp_path
 ) -> None:
     study = new_study(mr_sample)
-    shared_node.send(study)
-    uid = _study_uid(study)
+    uid = shared_node.send(study)
     jobs = shared_node.wait_for_jobs(uid)
     assert [(job["pipeline_name"], job["status"]) for job in jobs] == [("brain-extraction", "done")], jobs
     (brain,) = jobs[0]["result"]["segments"]

