@@ -8,28 +8,23 @@ closed port fails at once instead of after the default backoff.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import requests
-import yaml
 
-from node.destinations.config import DicomConfig
-from node.destinations.dicom import DicomDestination
 from node.samples import copy_with_new_uids
 from tests.e2e.conftest import WINDOW
-from tests.integration.node_fixture import RunningNode, free_port
-from tests.requirements import require_or_skip, sample_series
+from tests.integration.node_fixture import RunningNode, free_port, make_node
+from tests.integration.peers import running_storescp
+from tests.requirements import require_node_components, require_or_skip, sample_series
 
 pytestmark = pytest.mark.e2e
 
@@ -39,17 +34,6 @@ PEER_AE = "REMOTE"
 #: how long the browser waits for the node (a CT job takes ~20 s on two cores)
 JOB_TIMEOUT_MS = 300_000
 STEP_TIMEOUT_MS = 30_000
-
-
-@dataclass
-class ConsoleNode(RunningNode):
-    """A node whose failed deliveries are not retried on their own (one attempt)."""
-
-    def write_config(self) -> None:
-        super().write_config()
-        config = yaml.safe_load(self.config_file.read_text())
-        config["delivery"] = {"max_attempts": 1, "base_delay": 1}
-        self.config_file.write_text(yaml.safe_dump(config))
 
 
 @dataclass(frozen=True)
@@ -71,22 +55,23 @@ def _new_ct(tmp_path_factory: pytest.TempPathFactory, name: str) -> StoredCt:
 
 
 @pytest.fixture(scope="module")
-def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleNode]:
-    for tool in ("Orthanc", "storescu", "storescp"):
-        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed (make setup installs it)")
+def console_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    """A node whose failed deliveries are not retried on their own (one attempt)."""
+    require_node_components()
     require_or_skip(
-        Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists(),
-        "orthanc-python is not installed (make setup installs it)",
+        shutil.which("storescp") is not None, "storescp is not installed (make setup installs it)"
     )
-    folder = tmp_path_factory.mktemp("console-node")
-    node = ConsoleNode(folder=folder, http_port=free_port(), dicom_port=free_port(), stable_age=2, lease=60)
+    node = make_node(
+        tmp_path_factory.mktemp("console-node"),
+        extra_config={"delivery": {"max_attempts": 1, "base_delay": 1}},
+    )
     node.start()
     yield node
     node.stop()
 
 
 @pytest.fixture(scope="module")
-def stored_ct(console_node: ConsoleNode, tmp_path_factory: pytest.TempPathFactory) -> StoredCt:
+def stored_ct(console_node: RunningNode, tmp_path_factory: pytest.TempPathFactory) -> StoredCt:
     """A CT already in the node before any rule exists: the tester's study."""
     ct = _new_ct(tmp_path_factory, "console-stored-ct")
     console_node.send(ct.folder)
@@ -126,52 +111,7 @@ def _page(browser: Any, node: RunningNode, role: str) -> tuple[Any, Any, list[st
     return context, page, errors
 
 
-@dataclass
-class StoreScp:
-    port: int
-    folder: Path
-    process: subprocess.Popen[bytes]
-
-    def received_uids(self) -> set[str]:
-        return {str(pydicom.dcmread(path).SOPInstanceUID) for path in self.folder.iterdir() if path.is_file()}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
-def start_storescp(port: int, folder: Path) -> StoreScp:
-    """DCMTK's storescp on ``port``, once it answers C-ECHO."""
-    received = folder / "received"
-    received.mkdir()
-    log = open(folder / "storescp.log", "wb")  # noqa: SIM115 - handed to the process
-    process = subprocess.Popen(
-        ["storescp", "-od", str(received), "-aet", PEER_AE, str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, TCP_NODELAY="1"),
-    )
-    log.close()
-    peer = DicomDestination(
-        DicomConfig(
-            type="dicom",
-            name="probe",
-            ae_title=PEER_AE,
-            host="127.0.0.1",
-            port=port,
-            timeout=timedelta(seconds=5),
-        )
-    )
-    deadline = time.monotonic() + 10
-    while not peer.test().ok:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"storescp did not start: {(folder / 'storescp.log').read_text()}")
-        time.sleep(0.1)
-    return StoreScp(port, received, process)
-
-
-def test_the_console_is_served_with_its_security_headers(console_node: ConsoleNode) -> None:
+def test_the_console_is_served_with_its_security_headers(console_node: RunningNode) -> None:
     session = console_node.session("admin")
 
     page = session.get(f"{console_node.url}/ai/ui/", timeout=10)
@@ -191,7 +131,7 @@ def test_the_console_is_served_with_its_security_headers(console_node: ConsoleNo
 
 def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery(
     browser: Any,
-    console_node: ConsoleNode,
+    console_node: RunningNode,
     stored_ct: StoredCt,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -201,7 +141,7 @@ def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery
     context, page, errors = _page(browser, console_node, "admin")
     screens = Screens(page, screens_folder)
     peer_port = free_port()
-    peer: StoreScp | None = None
+    stack = ExitStack()  # stops the peer, once started, whatever happens
     try:
         # The dashboard counts the stored CT's job.
         page.goto(f"{console_node.url}/ai/ui/")
@@ -282,7 +222,7 @@ def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery
         delivery = page.get_by_role("row").filter(has_text=DESTINATION).filter(has_not_text="this-orthanc")
         expect(delivery.locator(".badge")).to_have_text("failed", timeout=JOB_TIMEOUT_MS)
         screens.take("delivery-failed")
-        peer = start_storescp(peer_port, tmp_path_factory.mktemp("console-peer"))
+        peer = stack.enter_context(running_storescp(tmp_path_factory.mktemp("console-peer"), port=peer_port))
         delivery.get_by_role("button", name=f"Retry delivery to {DESTINATION}").click()
         expect(delivery.locator(".badge")).to_have_text("delivered", timeout=JOB_TIMEOUT_MS)
         screens.take("delivery-retried")
@@ -297,13 +237,12 @@ def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery
         screens.take("failure")
         raise
     finally:
-        if peer is not None:
-            peer.stop()
+        stack.close()
         context.close()
 
 
 def test_a_viewer_sees_no_edit_controls_and_the_api_refuses_their_changes(
-    browser: Any, console_node: ConsoleNode, tmp_path_factory: pytest.TempPathFactory
+    browser: Any, console_node: RunningNode, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from playwright.sync_api import expect
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,11 +70,17 @@ class StoreScp:
         return {str(pydicom.dcmread(path).SOPInstanceUID) for path in self.folder.iterdir() if path.is_file()}
 
 
-def start_storescp(tmp_path: Path, *options: str, tls: TlsConfig | None = None) -> Iterator[StoreScp]:
+def start_storescp(
+    tmp_path: Path, *options: str, tls: TlsConfig | None = None, port: int | None = None
+) -> Iterator[StoreScp]:
+    """DCMTK's storescp (AE title REMOTE) on ``port`` (default: a free one), once it answers
+    C-ECHO; it writes what it receives into ``tmp_path/received`` and logs to
+    ``tmp_path/storescp.log``. A generator for fixtures (``yield from``); tests that start a
+    peer part-way use :func:`running_storescp`."""
     require_or_skip(shutil.which("storescp") is not None, "storescp is not installed (Debian package dcmtk)")
     folder = tmp_path / "received"
     folder.mkdir()
-    port = free_port()
+    port = port or free_port()
     log = tmp_path / "storescp.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -88,6 +95,9 @@ def start_storescp(tmp_path: Path, *options: str, tls: TlsConfig | None = None) 
     finally:
         process.terminate()
         process.wait(10)
+
+
+running_storescp = contextmanager(start_storescp)
 
 
 @dataclass

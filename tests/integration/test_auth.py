@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from node.credentials import Role, add_user, load_credentials, remove_user
-from tests.integration.node_fixture import RunningNode, make_node
+from tests.integration.node_fixture import RunningNode
 
 
 @pytest.fixture(scope="module")
-def node(node_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    running = make_node(tmp_path_factory.mktemp("auth-node"))
-    running.start()
-    yield running
-    running.stop()
+def node(shared_node: RunningNode) -> RunningNode:
+    """This module's node (conftest's shared_node is one per module): users added or removed
+    here change no other module's node."""
+    return shared_node
 
 
 def test_a_request_without_credentials_gets_401(node: RunningNode) -> None:

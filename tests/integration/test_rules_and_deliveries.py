@@ -7,7 +7,6 @@ Rules and destinations are set up through the node's REST API as an admin would.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,14 @@ import pytest
 import requests
 
 from tests.integration.node_fixture import RunningNode, free_port
-from tests.integration.peers import PASSWORD, PeerOrthanc, StoreScp, start_peer_orthanc, start_storescp
+from tests.integration.peers import (
+    PASSWORD,
+    PeerOrthanc,
+    StoreScp,
+    running_storescp,
+    start_peer_orthanc,
+    start_storescp,
+)
 from tests.requirements import require_or_skip
 
 #: a CT rule's results: SEG, SR (TID 1500) and planar SR
@@ -175,30 +181,19 @@ def test_a_peer_that_is_down_gets_the_results_once_it_is_back(
     delivery = admin.wait_for("a second failed attempt", retried)
     assert "connection refused" in (delivery["last_error"] or "").lower(), delivery
 
-    received = tmp_path / "peer-back"
-    received.mkdir()
-    log = tmp_path / "peer-back.log"
-    with open(log, "wb") as output:
-        peer = subprocess.Popen(
-            ["storescp", "-v", "-od", str(received), "-aet", "REMOTE", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-        )
-    try:
+    back = tmp_path / "peer-back"
+    back.mkdir()
+    with running_storescp(back, "-v", port=port) as peer:
         delivered = admin.wait_for(
             "the delivery after the peer came back",
             lambda: next((d for d in admin.job(job["id"])["deliveries"] if d["status"] == "delivered"), None),
         )
         time.sleep(1)  # a duplicate send would show up in the peer's log by now
-    finally:
-        peer.terminate()
-        peer.wait(10)
     assert delivered["last_error"] is None
     # once each: as many store requests as objects, every object among them
-    stored = [pydicom.dcmread(path, stop_before_pixels=True) for path in received.iterdir()]
-    assert {str(ds.SOPInstanceUID) for ds in stored} == result_uids(job)
-    assert log.read_text(errors="replace").count("Received Store Request") == len(RESULT_KINDS)
+    assert peer.received_uids() == result_uids(job)
+    log = (back / "storescp.log").read_text(errors="replace")
+    assert log.count("Received Store Request") == len(RESULT_KINDS)
     assert not (node.folder / "var" / "results" / job["uid"]).exists()
 
 
