@@ -318,15 +318,7 @@ def run_on_folder(
         "series_instance_uid": volume.series_instance_uid,
         "shape": list(volume.shape),
         "spacing_mm": list(volume.spacing),
-        "segments": [
-            {
-                "label": m.label,
-                "volume_ml": round(m.volume_ml, 3),
-                "mean": None if m.mean_intensity is None else round(m.mean_intensity, 2),
-                "voxels": m.voxel_count,
-            }
-            for m in measurements
-        ],
+        "segments": [m.to_json() for m in measurements],
         "files": written,
         "validator_warnings": warnings,
         "seconds": dict(timer.seconds),

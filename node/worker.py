@@ -92,16 +92,7 @@ def job_result(
     result: dict[str, Any] = {
         "pipeline": {"name": pipeline.name, "version": pipeline.version},
         "source_series_instance_uid": source_series_instance_uid,
-        "segments": [
-            {
-                "number": m.segment_number,
-                "label": m.label,
-                "volume_ml": round(m.volume_ml, 3),
-                "mean": None if m.mean_intensity is None else round(m.mean_intensity, 2),
-                "voxels": m.voxel_count,
-            }
-            for m in measurements
-        ],
+        "segments": [m.to_json() for m in measurements],
     }
     for obj in objects:
         # One entry per kind; a kind with one object per slice (secondary capture) names its

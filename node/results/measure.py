@@ -31,6 +31,16 @@ class SegmentMeasurements:
     mean_intensity: float | None
     voxel_count: int
 
+    def to_json(self) -> dict[str, object]:
+        """As job results and ``ai-node pipelines run`` show it: rounded for people to read."""
+        return {
+            "number": self.segment_number,
+            "label": self.label,
+            "volume_ml": round(self.volume_ml, 3),
+            "mean": None if self.mean_intensity is None else round(self.mean_intensity, 2),
+            "voxels": self.voxel_count,
+        }
+
 
 def validated_masks(
     volume: Volume, segments: Sequence[SegmentSpec], result: PipelineResult
