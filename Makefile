@@ -66,7 +66,7 @@ users: setup
 # OHIF on the running node's studies: fetched once with npm into .cache/ohif, DICOMweb proxied.
 VIEWER_PORT ?= 3000
 viewer: setup
-	$(PY) -m node.viewer --port $(VIEWER_PORT)
+	$(PY) -m node.devtools.viewer --port $(VIEWER_PORT)
 
 test: setup
 	$(PY) -m pytest -ra

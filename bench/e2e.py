@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_description, python_description  # noqa: E402
-from node.demo import first_study_uid  # noqa: E402
-from node.samples import copy_with_new_uids, ensure_sample  # noqa: E402
+from node.devtools.demo import first_study_uid  # noqa: E402
+from node.devtools.samples import copy_with_new_uids, ensure_sample  # noqa: E402
 from tests.integration.node_fixture import make_node  # noqa: E402
 
 STAGES = [

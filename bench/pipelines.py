@@ -1,9 +1,9 @@
 """Pipeline benchmark: the first study in a fresh worker process against the next ones.
 
 For each pipeline a fresh Python process (as a worker after start or restart) builds the
-registry, loads the pipeline (:class:`~pipelines.registry.WarmPipelines`) and runs three
+registry, loads the pipeline (:class:`~node.pipeline.registry.WarmPipelines`) and runs three
 studies; each study is what a worker does between building the volume and validating:
-:func:`~node.execution.run_pipeline` (resampling, device, inference), measurements, SEG and
+:func:`~node.run.execution.run_pipeline` (resampling, device, inference), measurements, SEG and
 SR. The first study pays imports and ``load()``; the next ones find the model warm. Each
 process is repeated ``--runs`` times; the table gives min / median.
 
@@ -51,13 +51,13 @@ def child(args: argparse.Namespace) -> None:
     import pydicom
 
     from node.config import load_settings
-    from node.execution import run_pipeline, runtime_resolver
+    from node.run.execution import run_pipeline, runtime_resolver
     from node.imaging.series import build_volume
     from node.results.measure import measure_segments
     from node.results.products import ResultInputs, build_result_objects
     from node.results.seg import DeviceInfo
     from node.timing import StageTimer
-    from pipelines.registry import PipelineRegistry, WarmPipelines
+    from node.pipeline.registry import PipelineRegistry, WarmPipelines
 
     datasets = [pydicom.dcmread(p) for p in sorted(Path(args.series).iterdir()) if p.is_file()]
     volume = build_volume(datasets)

@@ -159,7 +159,7 @@ PositiveDuration = Annotated[timedelta, AfterValidator(_positive_duration)]
 
 
 class DeliveryRetrySettings(_Strict):
-    """How failed deliveries of results are retried (see :mod:`node.destinations.retry`)."""
+    """How failed deliveries of results are retried (see :mod:`node.delivery.retry`)."""
 
     #: attempts, the first included, before a delivery stays failed until someone retries it
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8

@@ -27,9 +27,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.config import Settings
-from node.destinations.sender import DeliverySender
+from node.delivery.sender import DeliverySender
 from node.errors import NodeError, NoMatchingSeriesError, PipelineError
-from node.execution import (
+from node.run.execution import (
     PipelineTimeoutError,
     claimable_pipelines,
     exit_worker,
@@ -37,23 +37,23 @@ from node.execution import (
     runtime_resolver,
 )
 from node.imaging.series import build_volume, select_series
-from node.jobs.config_store import ConfigStore
-from node.jobs.database import create_engine_for, migrate
-from node.jobs.deliveries import Delivery, DeliveryStore
-from node.jobs.errors import LeaseLostError
-from node.jobs.models import DeliveryStatus
-from node.jobs.store import WORKER_STATE_PREFIX, Job, JobStore
+from node.db.config_store import ConfigStore
+from node.db.database import create_engine_for, migrate
+from node.delivery.queue import Delivery, DeliveryStore
+from node.db.errors import LeaseLostError
+from node.db.models import DeliveryStatus
+from node.db.jobs import WORKER_STATE_PREFIX, Job, JobStore
 from node.orthanc.client import OrthancClient
 from node.orthanc.study import summarize_study
 from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.products import ResultInputs, ResultObject, build_result_objects
 from node.results.seg import DeviceInfo
-from node.results.staging import ResultFiles
+from node.delivery.staging import ResultFiles
 from node.results.validate import require_valid
 from node.rules.model import THIS_ORTHANC
 from node.timing import StageTimer
-from pipelines.base import Pipeline
-from pipelines.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.base import Pipeline
+from node.pipeline.registry import PipelineRegistry, WarmPipelines
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class Worker:
 
     def _deliver(self, job: Job) -> tuple[list[Delivery], dict[str, str]]:
         """A delivery per destination of the job, each tried once now; failures are retried
-        later by whichever worker is free (node.destinations.sender). Returns the deliveries and,
+        later by whichever worker is free (node.delivery.sender). Returns the deliveries and,
         for this Orthanc, where each SOP Instance UID is stored."""
         # read again: a rule matched after the job was queued may have added destinations
         destinations = self.store.get(job.id).destinations

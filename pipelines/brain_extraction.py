@@ -31,7 +31,7 @@ import numpy as np
 
 from node.errors import InputSeriesError, PipelineError
 from node.imaging.volume import Volume
-from pipelines.base import (
+from node.pipeline.base import (
     Code,
     DeviceKind,
     Measurement,

@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from node.errors import InputSeriesError
 from node.imaging.volume import Volume
-from pipelines.base import (
+from node.pipeline.base import (
     Code,
     Measurement,
     Orientation,

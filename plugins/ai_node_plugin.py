@@ -1,7 +1,7 @@
 """Orthanc Python plugin (API 4.0) of the AI node: thin glue, nothing heavy runs here.
 
 - OnChange only wakes the change follower; the follower reads Orthanc's /changes log on its
-  own thread and queues jobs for stable studies (node.changes, node.intake).
+  own thread and queues jobs for stable studies (node.intake.changes, node.intake.handoff).
 - REST routes under /ai/ are answered by node.web.api.
 - Every HTTP request passes the incoming-request filter: after Orthanc's basic-auth check,
   node.web.access decides by role (admin, viewer) and CSRF checks; a refusal is a 403.
@@ -19,19 +19,19 @@ _SETTINGS = json.loads(orthanc.GetConfiguration()).get("AINode", {})
 # Orthanc embeds Debian's python3.11; the node's packages live in its virtualenv.
 sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
-from node.changes import ChangeFollower  # noqa: E402
+from node.intake.changes import ChangeFollower  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
-from node.intake import Intake  # noqa: E402
-from node.jobs.database import create_engine_for, migrate  # noqa: E402
-from node.jobs.store import JobStore  # noqa: E402
+from node.intake.handoff import Intake  # noqa: E402
+from node.db.database import create_engine_for, migrate  # noqa: E402
+from node.db.jobs import JobStore  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
 from node.web.access import AccessPolicy, basic_credentials  # noqa: E402
 from node.web.app import NodeContext, build_routes  # noqa: E402
 from node.web.http import ApiResponse, Request  # noqa: E402
 from node.web.routes import RouteTable  # noqa: E402
-from pipelines.registry import PipelineRegistry  # noqa: E402
+from node.pipeline.registry import PipelineRegistry  # noqa: E402
 
 
 class _OrthancLogHandler(logging.Handler):

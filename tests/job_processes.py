@@ -11,8 +11,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from node.jobs import Job, JobStore, JobTrigger, migrate
-from node.jobs.deliveries import DeliveryStore
+from node.db import Job, JobStore, JobTrigger, migrate
+from node.delivery.queue import DeliveryStore
 
 LEASE = 60.0
 

@@ -30,7 +30,7 @@ from pydicom.uid import (
 
 from node.errors import InputSeriesError, NoMatchingSeriesError
 from node.imaging.volume import Volume
-from pipelines.base import Orientation, SeriesCriteria
+from node.pipeline.base import Orientation, SeriesCriteria
 
 #: Largest difference between two slices' direction cosines that still counts as one
 #: orientation. Scanners write Image Orientation (Patient) with 5 to 6 significant digits, so

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from node.imaging.series import SeriesSummary
-from node.routing import StudySeries, StudySummary
-from node.rules.attributes import from_orthanc_tags
+from node.intake.plan import StudySeries, StudySummary
+from node.study.attributes import from_orthanc_tags
 
 GetJson = Callable[[str], Any]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from node.errors import PipelineError
 from node.imaging.volume import Volume
-from pipelines.base import Measurement, PipelineResult, SegmentSpec
+from node.pipeline.base import Measurement, PipelineResult, SegmentSpec
 
 
 @dataclass(frozen=True)

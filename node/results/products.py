@@ -33,7 +33,7 @@ from node.results.secondary_capture import build_secondary_captures
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation, segment_tracking_uid
 from node.results.sr import build_measurement_report
 from node.timing import StageTimer
-from pipelines.base import Pipeline, PipelineResult
+from node.pipeline.base import Pipeline, PipelineResult
 
 log = logging.getLogger(__name__)
 

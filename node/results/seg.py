@@ -1,7 +1,7 @@
 """Build the DICOM Segmentation (SEG) a pipeline's masks become.
 
 One BINARY Segmentation instance per new series (PS3.3 A.51), one segment per
-:class:`~pipelines.base.SegmentSpec`, every frame tied to the source instance it segments, so
+:class:`~node.pipeline.base.SegmentSpec`, every frame tied to the source instance it segments, so
 viewers (OHIF, 3D Slicer) and dcmqi overlay it on the series it came from.
 """
 
@@ -23,7 +23,7 @@ from node import MANUFACTURER, __version__
 from node.errors import ConfigurationError, InputSeriesError, NodeError, PipelineError
 from node.imaging.volume import Volume
 from node.results.measure import validated_masks
-from pipelines.base import Code, Pipeline, PipelineResult, SegmentSpec
+from node.pipeline.base import Code, Pipeline, PipelineResult, SegmentSpec
 
 #: Series Number (0020,0011) of a new SEG series: the number docs/conformance.md lists.
 DEFAULT_SEG_SERIES_NUMBER = 9901
@@ -267,7 +267,7 @@ def content_label(pipeline_name: str) -> str:
 
 
 def coded_concept(code: Code) -> hd.sr.CodedConcept:
-    """A pipeline's :class:`~pipelines.base.Code` as a highdicom coded concept."""
+    """A pipeline's :class:`~node.pipeline.base.Code` as a highdicom coded concept."""
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
 
 

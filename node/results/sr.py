@@ -24,7 +24,7 @@ from node.results.seg import (
     coded_concept,
     order_source_images,
 )
-from pipelines.base import Finding, Measurement, PipelineResult, SegmentSpec
+from node.pipeline.base import Finding, Measurement, PipelineResult, SegmentSpec
 
 #: Series Number (0020,0011) of a new SR series: the number docs/conformance.md lists.
 DEFAULT_SR_SERIES_NUMBER = 9902

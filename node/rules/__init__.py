@@ -1,7 +1,7 @@
 """Routing rules: which studies and series run which pipelines, and where results go.
 
 Pure code — no database, no network: :mod:`~node.rules.model` defines a :class:`Rule`,
-:mod:`~node.rules.attributes` turns DICOM headers or Orthanc tags into the typed values
+:mod:`~node.study.attributes` turns DICOM headers or Orthanc tags into the typed values
 conditions see, :mod:`~node.rules.engine` compiles, evaluates and explains conditions, and
 :mod:`~node.rules.files` exports, imports and compares rules as YAML. The one exception,
 :mod:`~node.rules.book`, checks the stored rules against the installed pipelines and the

@@ -5,7 +5,7 @@ A rule is accepted only when the :class:`~node.rules.model.Rule` model accepts i
 pipeline it names is installed and every destination it names exists, so a typo is refused
 when it is typed, not discovered when a study arrives. Unlike the rest of :mod:`node.rules`
 this module reads and writes the job database, through
-:class:`~node.jobs.config_store.ConfigStore`, which audits every change.
+:class:`~node.db.config_store.ConfigStore`, which audits every change.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from node.errors import InvalidRuleError
-from node.jobs.config_store import ConfigStore, StoredRule
+from node.db.config_store import ConfigStore, StoredRule
 from node.rules.engine import InvalidConditionError
 from node.rules.files import RulesDiff, RulesFileError, diff_rules, load_rules
 from node.rules.model import THIS_ORTHANC, Rule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.rules.attributes import StudyAttributes
+from node.study.attributes import StudyAttributes
 from node.rules.engine import holds
 from node.rules.model import Rule
 

@@ -2,7 +2,7 @@
 
 Conditions are parsed by rule-engine (a typed expression language; nothing is ever passed to
 Python's ``eval``) against a typed namespace: every name must be a DICOM keyword (see
-:mod:`node.rules.attributes`), so a misspelt keyword or a comparison of a string with a number
+:mod:`node.study.attributes`), so a misspelt keyword or a comparison of a string with a number
 is refused when the rule is saved, not when a study arrives.
 
 Missing attributes are null. ``BodyPartExamined == null`` is true for a series without one, and
@@ -24,7 +24,7 @@ import rule_engine.errors
 from rule_engine import DataType
 
 from node.errors import InvalidRuleError
-from node.rules.attributes import (
+from node.study.attributes import (
     Attributes,
     SeriesAttributes,
     StudyAttributes,

@@ -15,18 +15,18 @@ from typing import Any
 from node import __version__
 from node.errors import NodeError, NoMatchingSeriesError, OrthancError, PipelineError
 from node.imaging.series import select_series
-from node.intake import Intake
-from node.jobs.config_store import SubjectType
-from node.jobs.deliveries import DeliveryStore
-from node.jobs.errors import JobNotFoundError, JobStateError
-from node.jobs.models import JobStatus, WaitStatus
-from node.jobs.store import WORKER_STATE_PREFIX, Job
-from node.routing import RoutingPlan, StudySummary, plan_jobs
+from node.intake.handoff import Intake
+from node.db.config_store import SubjectType
+from node.delivery.queue import DeliveryStore
+from node.db.errors import JobNotFoundError, JobStateError
+from node.db.models import JobStatus, WaitStatus
+from node.db.jobs import WORKER_STATE_PREFIX, Job
+from node.intake.plan import RoutingPlan, StudySummary, plan_jobs
 from node.web.http import ApiResponse
 from node.web.http import error as _error
 from node.web.params import MAX_PAGE, RequestError, page
 from node.web.routes import Operation, Route
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 
 #: workers report every few seconds (node.worker.REPORT_EVERY); silent longer than this, gone
 WORKER_SILENCE = timedelta(seconds=45)

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
-from node.destinations.base import Destination, TestOutcome
-from node.destinations.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
+from node.delivery.base import Destination, TestOutcome
+from node.delivery.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
 from node.errors import NodeError
-from node.jobs.common import to_iso
-from node.jobs.config_store import ConfigStore, StoredDestination, SubjectType, is_secret_key
+from node.db.common import to_iso
+from node.db.config_store import ConfigStore, StoredDestination, SubjectType, is_secret_key
 from node.rules.model import THIS_ORTHANC
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object, plural
@@ -195,10 +195,10 @@ class DestinationsApi:
     # -- internals --------------------------------------------------------------------------
 
     def _remote(self, config: DicomConfig | DicomWebConfig | ThisOrthancConfig) -> Destination:
-        # Imported here, as node.destinations.base.from_config does: they import pynetdicom
+        # Imported here, as node.delivery.base.from_config does: they import pynetdicom
         # and dicomweb-client, which only the Test action needs in this process.
-        from node.destinations.dicom import DicomDestination
-        from node.destinations.dicomweb import DicomWebDestination
+        from node.delivery.dicom import DicomDestination
+        from node.delivery.dicomweb import DicomWebDestination
 
         if isinstance(config, DicomConfig):
             return DicomDestination(

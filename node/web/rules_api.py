@@ -2,7 +2,7 @@
 
 The checks (model, installed pipelines, existing destinations) and the import live in
 :mod:`node.rules.book`, which ``ai-node rules`` uses too; this module turns their problems
-into 4xx answers. Every change goes through :class:`~node.jobs.config_store.ConfigStore`,
+into 4xx answers. Every change goes through :class:`~node.db.config_store.ConfigStore`,
 which writes its audit entry.
 """
 
@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from node.jobs.common import to_iso
-from node.jobs.config_store import ConfigStore, StoredRule
+from node.db.common import to_iso
+from node.db.config_store import ConfigStore, StoredRule
 from node.rules.book import InvalidImportError, InvalidStoredRuleError, RuleBook, RuleProblem
 from node.rules.files import dump_rules
 from node.rules.model import Rule
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, flag, json_object, plural
 from node.web.routes import Operation, Route
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 
 YAML = "application/yaml"
 

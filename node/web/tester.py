@@ -24,9 +24,9 @@ from pydicom.errors import InvalidDicomError
 
 from node.errors import NodeError
 from node.imaging.series import SeriesSummary
-from node.jobs.config_store import ConfigStore
-from node.routing import StudySeries, StudySummary, plan_jobs
-from node.rules.attributes import study_from_datasets
+from node.db.config_store import ConfigStore
+from node.intake.plan import StudySeries, StudySummary, plan_jobs
+from node.study.attributes import study_from_datasets
 from node.rules.book import model_problems
 from node.rules.completeness import check_completeness
 from node.rules.engine import match_rule, order_rules
@@ -35,7 +35,7 @@ from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object
 from node.web.routes import Operation, Route
 from node.web.rules_api import RulesApi, problems_json
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/form-data"

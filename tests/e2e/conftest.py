@@ -1,7 +1,7 @@
 """A real node with a processed CT and MR, the OHIF viewer of ``make viewer``, and Chromium.
 
 Everything is started once per session: the node (``ai-node run`` on free ports), the two
-samples sent with storescu and processed, ``python -m node.viewer`` in front of the node's
+samples sent with storescu and processed, ``python -m node.devtools.viewer`` in front of the node's
 Orthanc, and Debian's Chromium, headless, through Playwright (no browser is downloaded).
 """
 
@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from node.errors import ConfigurationError
-from node.samples import SampleName, copy_with_new_uids
-from node.viewer import ensure_ohif
+from node.devtools.samples import SampleName, copy_with_new_uids
+from node.devtools.viewer import ensure_ohif
 from tests.integration.node_fixture import RunningNode, free_port, make_node, wait_until_ready
 from tests.requirements import (
     REPOSITORY,
@@ -95,7 +95,7 @@ def ohif_dist() -> Path:
 @dataclass(frozen=True)
 class RunningViewer:
     url: str
-    #: what `python -m node.viewer` printed when it started
+    #: what `python -m node.devtools.viewer` printed when it started
     banner: str
 
 
@@ -106,7 +106,7 @@ def viewer(
     ohif_dist: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningViewer]:
-    """``python -m node.viewer`` (what ``make viewer`` runs) in front of the node's Orthanc."""
+    """``python -m node.devtools.viewer`` (what ``make viewer`` runs) in front of the node's Orthanc."""
     port = free_port()
     output = tmp_path_factory.mktemp("viewer") / "viewer-console.log"
     with open(output, "wb") as log:
@@ -114,7 +114,7 @@ def viewer(
             [
                 sys.executable,
                 "-m",
-                "node.viewer",
+                "node.devtools.viewer",
                 "--config",
                 str(e2e_node.config_file),
                 "--port",

@@ -20,7 +20,7 @@ import pydicom
 import pytest
 import requests
 
-from node.samples import copy_with_new_uids
+from node.devtools.samples import copy_with_new_uids
 from tests.e2e.conftest import WINDOW
 from tests.integration.node_fixture import RunningNode, free_port, make_node
 from tests.integration.peers import running_storescp

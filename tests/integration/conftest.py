@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from node.samples import copy_with_new_uids
+from node.devtools.samples import copy_with_new_uids
 from tests.integration.node_fixture import RunningNode, make_node
 from tests.requirements import require_node_components, sample_series
 

@@ -17,9 +17,9 @@ import requests
 import yaml
 
 from node.credentials import Role, add_user, ensure_credentials, load_credentials
-from node.demo import first_study_uid
+from node.devtools.demo import first_study_uid
 from node.orthanc.client import OrthancClient
-from node.storescu import send_folder
+from node.devtools.storescu import send_folder
 
 
 def free_port() -> int:
@@ -128,7 +128,7 @@ class RunningNode:
             add_user(self.credentials_file, "viewer", Role.VIEWER)
         log = open(self.folder / "node-console.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "run", "--config", str(self.config_file)],
+            [sys.executable, "-m", "node.cli.main", "run", "--config", str(self.config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -19,8 +19,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from node.destinations.base import Destination, from_config
-from node.destinations.config import (
+from node.delivery.base import Destination, from_config
+from node.delivery.config import (
     BasicAuth,
     DicomConfig,
     DicomWebConfig,
@@ -28,7 +28,7 @@ from node.destinations.config import (
     ThisOrthancConfig,
     TlsConfig,
 )
-from node.destinations.dicom import STORE_REFUSED_OUT_OF_RESOURCES
+from node.delivery.dicom import STORE_REFUSED_OUT_OF_RESOURCES
 from node.errors import DeliveryError
 from node.orthanc.client import OrthancClient
 from tests.factories import make_series

@@ -41,7 +41,7 @@ def _source_volume(folder: Path):
 
 @pytest.fixture(scope="module")
 def ct_processed(shared_node: RunningNode, ct_sample: Path, tmp_path_factory):
-    from node.samples import copy_with_new_uids
+    from node.devtools.samples import copy_with_new_uids
 
     study = copy_with_new_uids(ct_sample, tmp_path_factory.mktemp("ct"))
     uid = shared_node.send(study)

@@ -9,8 +9,8 @@ import pydicom
 import pytest
 
 from node.orthanc.study import summarize_study
-from node.routing import route
-from pipelines.registry import PipelineRegistry
+from node.intake.plan import route
+from node.pipeline.registry import PipelineRegistry
 from tests.integration.node_fixture import RunningNode
 from tests.requirements import require_or_skip, sample_series
 

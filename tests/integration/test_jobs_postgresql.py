@@ -15,10 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from node.jobs import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
-from node.jobs.database import alembic_config
-from node.jobs.deliveries import DeliveryStore
-from node.jobs.models import Base
+from node.db import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
+from node.db.database import alembic_config
+from node.delivery.queue import DeliveryStore
+from node.db.models import Base
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
 from tests.job_processes import (
     claim_in_processes,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from node.jobs import create_engine_for, migrate
+from node.db import create_engine_for, migrate
 from tests.unit.job_db import Clock
 
 

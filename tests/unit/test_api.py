@@ -10,12 +10,12 @@ from pydicom.uid import CTImageStorage
 
 from node.errors import OrthancError
 from node.imaging.series import SeriesSummary
-from node.intake import Intake
-from node.jobs.database import migrate
-from node.jobs.store import JobStore
-from node.routing import StudySeries, StudySummary
+from node.intake.handoff import Intake
+from node.db.database import migrate
+from node.db.jobs import JobStore
+from node.intake.plan import StudySeries, StudySummary
 from node.web.api import NodeApi
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.jobs.store import Job
+from node.db.jobs import Job
 from tests.unit.api_node import STUDY_UID, ApiNode, api_node
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from node.changes import CURSOR_KEY, ChangeFollower
+from node.intake.changes import CURSOR_KEY, ChangeFollower
 from node.errors import OrthancError
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ import pydicom
 import pytest
 import yaml
 
-from node.cli import main
-from node.cli_pipelines import apply_worker_options
+from node.cli.main import main
+from node.cli.pipelines import apply_worker_options
 from node.config import Settings
 from node.errors import ConfigurationError
 from tests.fixtures.models import trained_bone_state, write_torchscript_model

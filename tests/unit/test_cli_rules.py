@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node.cli import main
-from node.jobs.config_store import ConfigStore
-from node.jobs.database import create_engine_for, migrate
+from node.cli.main import main
+from node.db.config_store import ConfigStore
+from node.db.database import create_engine_for, migrate
 from node.rules.model import Rule
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, exc, text
 
-from node.jobs.config_store import MASK, ConfigNotFoundError, ConfigStore, mask_secrets
+from node.db.config_store import MASK, ConfigNotFoundError, ConfigStore, mask_secrets
 from node.rules.model import Rule
 from tests.unit.job_db import Clock
 

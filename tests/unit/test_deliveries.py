@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from node.jobs import JobNotFoundError, JobStore, LeaseLostError
-from node.jobs.deliveries import Delivery, DeliveryStateError, DeliveryStore
-from node.jobs.models import DeliveryStatus
+from node.db import JobNotFoundError, JobStore, LeaseLostError
+from node.delivery.queue import Delivery, DeliveryStateError, DeliveryStore
+from node.db.models import DeliveryStatus
 from tests.job_processes import deliver_in_threads
 from tests.unit.job_db import Clock
 

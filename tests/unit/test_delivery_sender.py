@@ -13,15 +13,15 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from node.config import DeliveryRetrySettings
-from node.destinations.base import Delivered, Destination, TestOutcome
-from node.destinations.sender import DeliverySender
+from node.delivery.base import Delivered, Destination, TestOutcome
+from node.delivery.sender import DeliverySender
 from node.errors import DeliveryError
-from node.jobs.config_store import ConfigStore
-from node.jobs.deliveries import DeliveryStore
-from node.jobs.models import DeliveryStatus
-from node.jobs.store import JobStore
+from node.db.config_store import ConfigStore
+from node.delivery.queue import DeliveryStore
+from node.db.models import DeliveryStatus
+from node.db.jobs import JobStore
 from node.orthanc.client import OrthancClient
-from node.results.staging import ResultFiles
+from node.delivery.staging import ResultFiles
 from tests.factories import make_series
 
 

@@ -9,9 +9,9 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from node.config import DeliveryRetrySettings
-from node.destinations import DestinationConfig, from_config
-from node.destinations.config import DicomConfig, DicomWebConfig, ThisOrthancConfig
-from node.destinations.dicom import (
+from node.delivery import DestinationConfig, from_config
+from node.delivery.config import DicomConfig, DicomWebConfig, ThisOrthancConfig
+from node.delivery.dicom import (
     DUPLICATE_SOP_INSTANCE,
     SOP_CLASS_NOT_SUPPORTED,
     STORE_ERROR_CANNOT_UNDERSTAND,
@@ -20,7 +20,7 @@ from node.destinations.dicom import (
     STORE_WARNING_COERCION_OF_DATA_ELEMENTS,
     store_status_problem,
 )
-from node.destinations.retry import next_attempt_delay
+from node.delivery.retry import next_attempt_delay
 from node.orthanc.client import OrthancClient
 
 ADAPTER: TypeAdapter[Any] = TypeAdapter(DestinationConfig)

@@ -20,9 +20,9 @@ from pydicom.uid import generate_uid
 
 import node.worker
 from node.config import Settings
-from node.destinations.base import Delivered, Destination, TestOutcome
+from node.delivery.base import Delivered, Destination, TestOutcome
 from node.errors import InputSeriesError, PipelineError
-from node.execution import (
+from node.run.execution import (
     DeviceUnavailableError,
     PipelineTimeoutError,
     amp_dtype,
@@ -33,9 +33,9 @@ from node.execution import (
 )
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
-from node.jobs.store import JobStore
+from node.db.jobs import JobStore
 from node.worker import Worker
-from pipelines.base import (
+from node.pipeline.base import (
     Code,
     DeviceKind,
     Finding,
@@ -46,7 +46,7 @@ from pipelines.base import (
     SegmentSpec,
     SeriesCriteria,
 )
-from pipelines.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry, WarmPipelines
 from tests.factories import make_series
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from node.errors import ConfigurationError
-from node.jobs import (
+from node.db import (
     Job,
     JobNotFoundError,
     JobStateError,

@@ -13,9 +13,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from node.jobs import DatabaseSchemaError, create_engine_for, migrate
-from node.jobs.database import alembic_config
-from node.jobs.models import Base
+from node.db import DatabaseSchemaError, create_engine_for, migrate
+from node.db.database import alembic_config
+from node.db.models import Base
 from tests.job_processes import migrate_in_processes
 
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from node.errors import InputSeriesError
-from node.execution import run_pipeline
+from node.run.execution import run_pipeline
 from node.imaging.volume import Volume
 from pipelines.ct_tissue import CtTissueSegmentation
 from tests.requirements import require_or_skip

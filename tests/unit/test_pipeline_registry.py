@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from node.errors import PipelineError
-from pipelines.base import (
+from node.pipeline.base import (
     Code,
     Measurement,
     Pipeline,
@@ -20,7 +20,7 @@ from pipelines.base import (
 )
 from pipelines.brain_extraction import BrainExtraction
 from pipelines.ct_tissue import CtTissueSegmentation
-from pipelines.registry import ENTRY_POINT_GROUP, PipelineRegistry, WarmPipelines
+from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry, WarmPipelines
 
 TISSUE = Code("85756007", "SCT", "Tissue")
 MUSCLE = Code("91727004", "SCT", "Muscle")
@@ -135,7 +135,7 @@ def test_entry_point_that_fails_to_import_is_named_in_the_error():
 
 
 def test_entry_point_to_something_other_than_a_pipeline_is_rejected():
-    with pytest.raises(PipelineError, match="is not a subclass of pipelines.base.Pipeline"):
+    with pytest.raises(PipelineError, match="is not a subclass of node.pipeline.base.Pipeline"):
         PipelineRegistry.from_entry_point_list([entry_point("dice", "dice_score")])
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from node.config import MonaiBundleSettings, Settings, TorchScriptModelSettings, load_settings
 from node.errors import ConfigurationError, PipelineError
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"
 

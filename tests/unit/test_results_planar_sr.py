@@ -23,7 +23,7 @@ from node.results.measure import SegmentMeasurements, measure_segments, validate
 from node.results.planar_sr import build_planar_measurement_report, largest_outline
 from node.results.seg import AlgorithmInfo, DeviceInfo, segment_tracking_uid
 from node.results.validate import require_valid
-from pipelines.base import Code, Measurement, PipelineResult, SegmentSpec
+from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from tests.dcmqi import read_sr_metadata
 from tests.factories import make_series
 

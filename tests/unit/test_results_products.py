@@ -21,7 +21,7 @@ from node.results.products import ResultInputs, ResultObject, build_result_objec
 from node.results.seg import DeviceInfo
 from node.results.validate import require_valid
 from node.timing import StageTimer
-from pipelines.base import Code, Measurement, Pipeline, PipelineResult, SegmentSpec, SeriesCriteria
+from node.pipeline.base import Code, Measurement, Pipeline, PipelineResult, SegmentSpec, SeriesCriteria
 from tests.factories import make_series
 from tests.pixelmed import pixelmed_available, validate_sr
 from tests.requirements import require_or_skip

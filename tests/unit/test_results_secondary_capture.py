@@ -32,7 +32,7 @@ from node.results.secondary_capture import (
 )
 from node.results.seg import AlgorithmInfo, DeviceInfo
 from node.results.validate import require_valid
-from pipelines.base import Code, PipelineResult, SegmentSpec
+from node.pipeline.base import Code, PipelineResult, SegmentSpec
 from tests.factories import AXIAL, CORONAL, make_series
 from tests.requirements import require_or_skip
 

@@ -26,7 +26,7 @@ from node.results.seg import (
     display_color,
 )
 from node.results.validate import require_valid
-from pipelines.base import Code, Measurement, PipelineResult, SegmentSpec
+from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from tests.dcmqi import read_seg
 from tests.factories import AXIAL, CORONAL, make_series
 

@@ -21,7 +21,7 @@ from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
 from node.results.sr import build_measurement_report
 from node.results.validate import require_valid
-from pipelines.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
+from node.pipeline.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
 from tests.dcmqi import read_sr_metadata
 from tests.factories import make_series
 

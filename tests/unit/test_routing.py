@@ -6,7 +6,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage, SegmentationStorage
 
 from node import MANUFACTURER
 from node.imaging.series import SeriesSummary
-from node.routing import StudySeries, StudySummary, route
+from node.intake.plan import StudySeries, StudySummary, route
 from pipelines.brain_extraction import BrainExtraction
 from pipelines.ct_tissue import CtTissueSegmentation
 

@@ -11,14 +11,14 @@ from sqlalchemy import Engine
 
 from node.errors import OrthancError
 from node.imaging.series import SeriesSummary
-from node.intake import DEFAULT_RULE_NAME, Intake
-from node.jobs.config_store import ConfigStore
-from node.jobs.models import WaitStatus
-from node.jobs.store import JobStore
-from node.jobs.waits import StudyWaitStore
-from node.routing import StudySeries, StudySummary, plan_jobs
+from node.intake.handoff import DEFAULT_RULE_NAME, Intake
+from node.db.config_store import ConfigStore
+from node.db.models import WaitStatus
+from node.db.jobs import JobStore
+from node.db.waits import StudyWaitStore
+from node.intake.plan import StudySeries, StudySummary, plan_jobs
 from node.rules.model import Rule
-from pipelines.registry import PipelineRegistry
+from node.pipeline.registry import PipelineRegistry
 from tests.unit.job_db import Clock
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

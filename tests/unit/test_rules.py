@@ -18,7 +18,7 @@ from node.rules import (
     match_rules,
     order_rules,
 )
-from node.rules.attributes import (
+from node.study.attributes import (
     SeriesAttributes,
     StudyAttributes,
     from_dataset,

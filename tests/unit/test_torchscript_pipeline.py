@@ -10,9 +10,9 @@ import yaml
 
 from node.config import Settings
 from node.errors import PipelineError
-from node.execution import run_pipeline
+from node.run.execution import run_pipeline
 from node.imaging.volume import Volume
-from pipelines.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry, WarmPipelines
 from tests.fixtures.models import (
     BONE_HU,
     dice,

@@ -1,4 +1,4 @@
-"""node.viewer: OHIF's files, its configuration and the DICOMweb proxy, without a browser.
+"""node.devtools.viewer: OHIF's files, its configuration and the DICOMweb proxy, without a browser.
 
 The proxy is exercised against a small DICOMweb stand-in on loopback that answers what Orthanc
 would (a multipart/related answer, in chunks) and echoes what it was sent.
@@ -21,7 +21,7 @@ import pytest
 from werkzeug.test import Client
 
 from node.errors import ConfigurationError
-from node.viewer import OHIF_VERSION, ViewerApp, app_config_js, ensure_ohif, study_url
+from node.devtools.viewer import OHIF_VERSION, ViewerApp, app_config_js, ensure_ohif, study_url
 from tests.requirements import require_or_skip
 
 BOUNDARY = "ai-node-test-boundary"

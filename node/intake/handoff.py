@@ -1,0 +1,228 @@
+"""From "this study is stable" to queued jobs: summarise, apply the routing rules, enqueue.
+Runs in the plugin, on the change follower's thread.
+
+The rules are read from the job database on every study, so an edit in the console applies to
+the next study without a restart. The loop guard comes first (the node's own output is never a
+rule's input: :meth:`node.intake.plan.StudySummary.rule_view`). A rule that requires series the
+study lacks parks the study in :mod:`node.db.waits` until they arrive, its wait ends, or an
+admin forces the study complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from node.errors import OrthancError
+from node.db.config_store import ConfigStore, SubjectType
+from node.db.models import WaitStatus
+from node.db.jobs import Job, JobStore
+from node.db.waits import StudyWait, StudyWaitStore
+from node.intake.plan import PlannedJob, RoutingPlan, StudySummary, plan_jobs
+from node.rules.files import rules_from_documents
+from node.rules.model import THIS_ORTHANC, OnTimeout, Rule
+from node.pipeline.registry import PipelineRegistry
+
+log = logging.getLogger(__name__)
+
+#: the rule a new node starts with, so that it does what it did before rules existed
+DEFAULT_RULE_NAME = "all-pipelines"
+SEEDED_KEY = "rules.seeded"
+
+
+class Intake:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: PipelineRegistry,
+        summarize: Callable[[str], StudySummary],
+        *,
+        config: ConfigStore | None = None,
+        waits: StudyWaitStore | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.summarize = summarize
+        self.config = config or ConfigStore(store.engine)
+        self.waits = waits or StudyWaitStore(store.engine)
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def rules(self) -> list[Rule]:
+        """The stored rules (a stored rule that no longer validates is logged and left out)."""
+        rules, problems = rules_from_documents(stored.document for stored in self.config.list_rules())
+        for problem in problems:
+            log.error("routing rule ignored: %s", problem)
+        return rules
+
+    def seed_default_rule(self) -> None:
+        """On a node's first start: one rule running every installed pipeline on the series it
+        accepts, results into this Orthanc. Recorded in the audit trail; edit or disable it in
+        the console. Never seeded again, even after it is deleted."""
+        if self.store.get_state(SEEDED_KEY) is not None:
+            return
+        if not self.config.list_rules() and self.registry.names():
+            rule = Rule(
+                name=DEFAULT_RULE_NAME,
+                condition="true",
+                pipelines=self.registry.names(),
+                destinations=[THIS_ORTHANC],
+            )
+            self.config.save_rule(rule.model_dump(mode="json"), actor="ai-node (first start)")
+            log.info("first start: added rule %r (every pipeline, results into this Orthanc)", rule.name)
+        self.store.set_state(SEEDED_KEY, "1")
+
+    # -- studies ------------------------------------------------------------------------------
+
+    def study_ready(self, study_id: str, trigger: str) -> list[Job]:
+        """Queue the jobs the rules ask for; jobs that exist already are not queued again."""
+        study = self.summarize(study_id)
+        plan = plan_jobs(study, self.rules(), self.registry)
+        for wait in plan.incomplete:
+            requires = wait.rule.requires
+            if requires is None:  # plan_jobs lists only rules that require series here
+                continue
+            stored = self.waits.wait(
+                orthanc_study_id=study.orthanc_id,
+                study_instance_uid=study.study_instance_uid,
+                rule=wait.rule.name,
+                missing=wait.check.missing,
+                wait=timedelta(minutes=requires.wait_minutes),
+            )
+            if stored.status is WaitStatus.WAITING:
+                log.info(
+                    "study %s waits for %s (rule %s) until %s",
+                    study.study_instance_uid,
+                    ", ".join(wait.check.missing),
+                    wait.rule.name,
+                    stored.deadline.isoformat(timespec="seconds"),
+                )
+        for rule in plan.complete_rules:
+            self.waits.end(study.orthanc_id, rule.name, WaitStatus.QUEUED, "the required series arrived")
+        return self._enqueue(study, plan, trigger)
+
+    def check_waits(self) -> list[Job]:
+        """End the waits whose deadline passed, as their rules say; return the jobs queued.
+
+        Jobs are queued before the wait is ended (queueing is idempotent): a study Orthanc
+        cannot summarise just now stays waiting and is tried again on the next pass."""
+        overdue = self.waits.overdue()
+        if not overdue:
+            return []
+        rules = {rule.name: rule for rule in self.rules()}
+        queued: list[Job] = []
+        for wait in overdue:
+            try:
+                queued += self._end_wait(wait, rules.get(wait.rule))
+            except OrthancError as error:
+                log.warning("study %s: its wait could not be ended yet: %s", wait.study_instance_uid, error)
+        return queued
+
+    def _end_wait(self, wait: StudyWait, rule: Rule | None) -> list[Job]:
+        if rule is None or rule.requires is None or not rule.enabled:
+            self.waits.end(
+                wait.orthanc_study_id,
+                wait.rule,
+                WaitStatus.SKIPPED,
+                f"rule {wait.rule!r} was deleted, disabled or no longer requires series",
+            )
+            return []
+        missing = ", ".join(wait.missing)
+        minutes = f"{rule.requires.wait_minutes:g} min"
+        if rule.requires.on_timeout is OnTimeout.SKIP:
+            ended = self.waits.end(
+                wait.orthanc_study_id,
+                wait.rule,
+                WaitStatus.SKIPPED,
+                f"skipped: {missing} did not arrive within {minutes} of the study becoming stable",
+            )
+            if ended is not None:
+                log.info(
+                    "study %s skipped by rule %s: %s missing", wait.study_instance_uid, rule.name, missing
+                )
+            return []
+        jobs = self._run_rules(wait.orthanc_study_id, [rule], "wait-timeout")
+        self.waits.end(
+            wait.orthanc_study_id,
+            wait.rule,
+            WaitStatus.QUEUED,
+            f"processed without {missing}: the {minutes} wait ended",
+        )
+        return jobs
+
+    def force_complete(self, study_id: str, *, actor: str) -> list[Job]:
+        """An admin says the study is complete: run its matching rules without waiting for
+        required series. Audited."""
+        study = self.summarize(study_id)
+        rules = self.rules()
+        jobs = self._enqueue(
+            study, plan_jobs(study, rules, self.registry, ignore_requirements=True), "forced"
+        )
+        ended = [
+            wait.rule
+            for wait in self.waits.list(WaitStatus.WAITING, study=study_id)
+            if self.waits.end(study_id, wait.rule, WaitStatus.FORCED, f"forced complete by {actor}")
+        ]
+        self.config.record_action(
+            actor,
+            "force-complete",
+            SubjectType.JOB,
+            study.study_instance_uid,
+            {"orthanc_study_id": study_id, "waits_ended": ended, "jobs": [job.id for job in jobs]},
+        )
+        return jobs
+
+    def _add_routing(self, study: StudySummary, planned: PlannedJob) -> None:
+        """A rule asks for a pipeline whose job exists (another rule queued it, or this one
+        before its required series arrived): the job also delivers to this rule's destinations."""
+        existing = self.store.find_automatic(
+            study.study_instance_uid, planned.pipeline.name, planned.pipeline.version
+        )
+        if existing is None or set(planned.destinations) <= set(existing.destinations):
+            return
+        merged = self.store.add_routing(
+            existing.id, destinations=planned.destinations, rules=planned.rules, priority=planned.priority
+        )
+        if merged is None:
+            log.warning(
+                "study %s: rules %s ask for %s results at %s, but job %s has finished and delivered "
+                "already; run the study again (Run now) to send them there",
+                study.study_instance_uid,
+                ", ".join(planned.rules),
+                planned.pipeline.name,
+                ", ".join(sorted(set(planned.destinations) - set(existing.destinations))),
+                existing.id,
+            )
+
+    def _run_rules(self, study_id: str, rules: list[Rule], trigger: str) -> list[Job]:
+        study = self.summarize(study_id)
+        return self._enqueue(study, plan_jobs(study, rules, self.registry, ignore_requirements=True), trigger)
+
+    def _enqueue(self, study: StudySummary, plan: RoutingPlan, trigger: str) -> list[Job]:
+        queued = []
+        for planned in plan.jobs:
+            job = self.store.enqueue(
+                orthanc_study_id=study.orthanc_id,
+                study_instance_uid=study.study_instance_uid,
+                pipeline_name=planned.pipeline.name,
+                pipeline_version=planned.pipeline.version,
+                trigger=trigger,
+                priority=planned.priority,
+                destinations=planned.destinations,
+                rules=planned.rules,
+                series_instance_uid=planned.series.summary.series_instance_uid,
+            )
+            if job is not None:
+                queued.append(job)
+            else:
+                self._add_routing(study, planned)
+        for problem in plan.problems:
+            log.warning("study %s: %s", study.study_instance_uid, problem)
+        log.info(
+            "routed study %s (%s): %s",
+            study.study_instance_uid,
+            trigger,
+            ", ".join(f"job {job.id} {job.pipeline_name}" for job in queued) or "no new job",
+        )
+        return queued

@@ -1,0 +1,229 @@
+"""Which pipelines apply to a study: pure decisions over a summary of its series.
+
+The loop guard lives here too: series the node produced itself (its Manufacturer, SEG, SR and
+other non-image objects) are never inputs, so storing results into a study — which makes it
+stable again — never creates a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node import MANUFACTURER
+from node.imaging.series import SeriesSummary, matches
+from node.study.attributes import SeriesAttributes, StudyAttributes
+from node.rules.completeness import CompletenessCheck, check_completeness
+from node.rules.engine import RuleMatch, match_rules
+from node.rules.model import Rule
+from node.pipeline.base import Pipeline
+from node.pipeline.registry import PipelineRegistry
+
+#: Modalities of objects that are never model inputs (PS3.3 C.7.3.1.1.1 defined terms).
+NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "REG", "FID", "DOC", "OT"}
+)
+
+
+@dataclass(frozen=True)
+class StudySeries:
+    """A series of a study as Orthanc describes it, before any pixel is fetched."""
+
+    orthanc_id: str
+    summary: SeriesSummary
+    manufacturer: str = ""
+    #: typed DICOM attributes for rule conditions (node.study.attributes)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_node_output(self) -> bool:
+        if self.manufacturer.strip() == MANUFACTURER:
+            return True
+        if self.summary.modality.upper() in NON_IMAGE_MODALITIES:
+            return True
+        return not is_image_sop_class(self.summary.sop_class_uid)
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    orthanc_id: str
+    study_instance_uid: str
+    series: tuple[StudySeries, ...]
+    #: typed study and patient attributes for rule conditions
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def input_series(self) -> list[StudySeries]:
+        """Series that may feed a pipeline: everything but the node's own output."""
+        return [series for series in self.series if not series.is_node_output]
+
+    def rule_view(self) -> StudyAttributes:
+        """The study as rule conditions see it: its input series only (the loop guard comes
+        first), each keyed by its Orthanc id."""
+        return StudyAttributes(
+            attributes=dict(self.attributes),
+            series=tuple(
+                SeriesAttributes(
+                    key=series.orthanc_id,
+                    attributes=dict(series.attributes),
+                    instance_count=series.summary.instance_count,
+                )
+                for series in self.input_series()
+            ),
+        )
+
+    def series_by_key(self, key: str) -> StudySeries:
+        return next(series for series in self.series if series.orthanc_id == key)
+
+
+def is_image_sop_class(sop_class_uid: str | None) -> bool:
+    """Whether a SOP Class is an image storage class (PS3.4 Annex B.5)."""
+    if not sop_class_uid:
+        # Orthanc always records the SOP Class; an unknown one is treated as not an image.
+        return False
+    from pydicom.uid import UID  # deferred: pydicom is only needed for the name table
+
+    return "Image Storage" in UID(sop_class_uid).name
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    pipeline: type[Pipeline]
+    series: StudySeries
+
+
+def route(study: StudySummary, pipelines: Iterable[type[Pipeline]]) -> list[RouteDecision]:
+    """The pipelines that apply to ``study``, each with the series it would run on."""
+    candidates = study.input_series()
+    decisions = []
+    for pipeline in pipelines:
+        chosen = choose_series(candidates, pipeline)
+        if chosen is not None:
+            decisions.append(RouteDecision(pipeline=pipeline, series=chosen))
+    return decisions
+
+
+def choose_series(candidates: Sequence[StudySeries], pipeline: type[Pipeline]) -> StudySeries | None:
+    """The series a pipeline would run on: the matching series with the most instances."""
+    matching = [series for series in candidates if not matches(series.summary, pipeline.accepts)]
+    if not matching:
+        return None
+    return max(matching, key=lambda series: series.summary.instance_count)
+
+
+# --------------------------------------------------------------------------------------------
+# Routing rules: which jobs a study gets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job the rules ask for: a pipeline on a series, results to destinations."""
+
+    pipeline: type[Pipeline]
+    series: StudySeries
+    #: the rules asking for it, urgent first
+    rules: tuple[str, ...]
+    destinations: tuple[str, ...]
+    priority: int
+
+
+@dataclass(frozen=True)
+class IncompleteStudy:
+    """A rule that matches but whose required series are not all there yet."""
+
+    rule: Rule
+    check: CompletenessCheck
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    jobs: tuple[PlannedJob, ...]
+    matches: tuple[RuleMatch, ...]
+    incomplete: tuple[IncompleteStudy, ...]
+    #: matched rules whose required series are all there
+    complete_rules: tuple[Rule, ...]
+    #: why a matched rule's pipeline has no job (not installed, no series it accepts)
+    problems: tuple[str, ...]
+    #: (rule, pipeline) of each matched rule -> the series chosen, or why there is none (the
+    #: rule tester shows these, so they say what routing did)
+    choices: dict[tuple[str, str], StudySeries | str] = field(default_factory=dict)
+
+
+def plan_jobs(
+    study: StudySummary,
+    rules: Sequence[Rule],
+    registry: PipelineRegistry,
+    *,
+    ignore_requirements: bool = False,
+) -> RoutingPlan:
+    """The jobs the enabled ``rules`` ask for on ``study``.
+
+    A rule's pipelines run on the series the rule selects (a series-level rule) or on any
+    input series (a study-level rule), each pipeline taking the largest one it accepts. Two
+    rules asking for the same pipeline make one job: the first (urgent first) rule's series,
+    the highest priority, and every destination of both.
+    """
+    view = study.rule_view()
+    rule_matches = tuple(match_rules(rules, view))
+    planned: dict[str, PlannedJob] = {}
+    incomplete: list[IncompleteStudy] = []
+    complete: list[Rule] = []
+    problems: list[str] = []
+    choices: dict[tuple[str, str], StudySeries | str] = {}
+    inputs = study.input_series()
+    for match in rule_matches:
+        rule = match.rule
+        if not match.matched:
+            continue
+        check = check_completeness(rule, view)
+        if check is not None and not check.complete and not ignore_requirements:
+            incomplete.append(IncompleteStudy(rule, check))
+            continue
+        if check is not None:
+            complete.append(rule)
+        candidates = [s for s in inputs if s.orthanc_id in match.series] if match.series else inputs
+        for name in rule.pipelines:
+            if name not in registry.names():
+                problem = f"rule {rule.name!r} names pipeline {name!r}, which is not installed or not enabled"
+                choices[(rule.name, name)] = problem
+                problems.append(problem)
+                continue
+            pipeline = registry.get(name)
+            chosen = choose_series(candidates, pipeline)
+            if chosen is None:
+                why = "; ".join(
+                    f"{series.summary.label()}: {', '.join(matches(series.summary, pipeline.accepts))}"
+                    for series in candidates
+                )
+                choices[(rule.name, name)] = (
+                    f"none of the {len(candidates)} series rule {rule.name!r} selects is one "
+                    f"pipeline {name} accepts: {why or 'there are none'}"
+                )
+                continue
+            choices[(rule.name, name)] = chosen
+            earlier = planned.get(name)
+            if earlier is None:
+                planned[name] = PlannedJob(
+                    pipeline=pipeline,
+                    series=chosen,
+                    rules=(rule.name,),
+                    destinations=tuple(rule.destinations),
+                    priority=rule.priority.job_priority,
+                )
+            else:
+                planned[name] = PlannedJob(
+                    pipeline=pipeline,
+                    series=earlier.series,
+                    rules=(*earlier.rules, rule.name),
+                    destinations=tuple(dict.fromkeys((*earlier.destinations, *rule.destinations))),
+                    priority=max(earlier.priority, rule.priority.job_priority),
+                )
+    return RoutingPlan(
+        jobs=tuple(planned.values()),
+        matches=rule_matches,
+        incomplete=tuple(incomplete),
+        complete_rules=tuple(complete),
+        problems=tuple(problems),
+        choices=choices,
+    )

@@ -1,1 +1,0 @@
-"""Alembic migrations of the job database; run them with :func:`node.jobs.migrate`."""
