@@ -8,7 +8,8 @@ OnChange thread and its HTTP threads. The database is the queue (no lock files):
   under the database's write lock (``BEGIN IMMEDIATE``) — so two workers never get one job;
 * a claimed job carries a lease that its worker renews with :meth:`JobStore.heartbeat`; when a
   worker dies, its lease expires and the next claim takes the job again (one more attempt),
-  until ``max_attempts`` is used up and the job fails with a reason;
+  until ``max_attempts`` is used up and the job fails with a reason (:mod:`node.db.lease`
+  holds this machinery, shared with the deliveries);
 * a unique constraint on (StudyInstanceUID, pipeline name, pipeline version, generation) makes
   :meth:`JobStore.enqueue` idempotent however many events and replays report the study.
 
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -45,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
+from node import THIS_ORTHANC
 from node.db.common import (
     database_now,
     json_object,
@@ -57,14 +59,15 @@ from node.db.common import (
     upsert_statement,
 )
 from node.db.database import WRITE, create_engine_for
-from node.db.errors import JobNotFoundError, JobStateError, LeaseLostError
+from node.db.errors import JobNotFoundError, JobStateError
+from node.db.lease import LeasedTable
 from node.db.models import JobRow, JobStatus, NodeStateRow
-from node.rules.model import THIS_ORTHANC
 
 logger = logging.getLogger(__name__)
 
 JOBS = cast(Table, JobRow.__table__)
 STATE = cast(Table, NodeStateRow.__table__)
+LEASED_JOBS = LeasedTable(JOBS, JobStatus.RUNNING, "job", JobNotFoundError)
 
 DEFAULT_MAX_ATTEMPTS = 3
 #: PS3.5 §9.1: a UID has at most 64 characters
@@ -228,7 +231,7 @@ class JobStore:
         study_instance_uid: str,
         pipeline_name: str,
         pipeline_version: str,
-        trigger: JobTrigger | str,
+        trigger: JobTrigger,
         priority: int = 0,
         destinations: Sequence[str] | None = None,
         rules: Sequence[str] | None = None,
@@ -245,7 +248,7 @@ class JobStore:
             study_instance_uid=study_instance_uid,
             pipeline_name=pipeline_name,
             pipeline_version=pipeline_version,
-            trigger=parse_enum(JobTrigger, trigger, "job trigger"),
+            trigger=trigger,
             priority=priority,
         )
         values |= {
@@ -269,7 +272,7 @@ class JobStore:
         for _ in range(_RERUN_TRIES):
             with self._write() as connection:
                 now = self._now(connection)
-                source = self._existing_row(connection, job_id, lock=True)
+                source = LEASED_JOBS.existing_row(connection, job_id, lock=True)
                 if source.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                     raise JobStateError(
                         f"job {job_id} is still {JobStatus(source.status).value}; it can be "
@@ -344,7 +347,7 @@ class JobStore:
                 .returning(*JOBS.c)
             ).first()
             if row is None:
-                status = JobStatus(self._existing_row(connection, job_id).status)
+                status = JobStatus(LEASED_JOBS.existing_row(connection, job_id).status)
                 if status is JobStatus.DONE:
                     raise JobStateError(
                         f"job {job_id} is done, so there is nothing to retry; ask for a re-run "
@@ -414,7 +417,7 @@ class JobStore:
                 .returning(*JOBS.c)
             ).first()
             if row is None:
-                status = JobStatus(self._existing_row(connection, job_id).status)
+                status = JobStatus(LEASED_JOBS.existing_row(connection, job_id).status)
                 raise JobStateError(f"job {job_id} is {status.value}; only a queued job can be cancelled")
         return Job.from_row(row)
 
@@ -449,35 +452,12 @@ class JobStore:
             reaped = self._reap(connection, now)
             candidate = JOBS.alias("candidate")
             query = select(candidate.c.id).where(
-                or_(
-                    candidate.c.status == JobStatus.QUEUED,
-                    and_(
-                        candidate.c.status == JobStatus.RUNNING,
-                        candidate.c.lease_expires_at < now,
-                        candidate.c.attempts < candidate.c.max_attempts,
-                    ),
-                )
+                LEASED_JOBS.claimable(candidate, now, waiting=candidate.c.status == JobStatus.QUEUED)
             )
             if names is not None:
                 query = query.where(candidate.c.pipeline_name.in_(names))
-            query = (
-                query.order_by(candidate.c.priority.desc(), candidate.c.created_at, candidate.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock
-            )
-            row = connection.execute(
-                update(JOBS)
-                .where(JOBS.c.id == query.scalar_subquery())
-                .values(
-                    status=JobStatus.RUNNING,
-                    lease_owner=worker_id,
-                    lease_expires_at=now + lease,
-                    attempts=JOBS.c.attempts + 1,
-                    started_at=now,
-                    updated_at=now,
-                )
-                .returning(*JOBS.c)
-            ).first()
+            query = query.order_by(candidate.c.priority.desc(), candidate.c.created_at, candidate.c.id)
+            row = LEASED_JOBS.take_next(connection, worker_id, now, lease, query, started_at=now)
         _log_reaped(reaped)
         return None if row is None else Job.from_row(row)
 
@@ -485,17 +465,7 @@ class JobStore:
         """Extend the lease of a job ``worker_id`` holds; ``False`` if it no longer holds it."""
         lease = lease_duration(lease_seconds)
         with self._write() as connection:
-            now = self._now(connection)
-            result = connection.execute(
-                update(JOBS)
-                .where(
-                    JOBS.c.id == job_id,
-                    JOBS.c.status == JobStatus.RUNNING,
-                    JOBS.c.lease_owner == worker_id,
-                )
-                .values(lease_expires_at=now + lease, updated_at=now)
-            )
-            return result.rowcount == 1
+            return LEASED_JOBS.heartbeat(connection, job_id, worker_id, self._now(connection), lease)
 
     def complete(
         self,
@@ -544,26 +514,16 @@ class JobStore:
         :class:`LeaseLostError` if the worker no longer holds the job.
         """
         with self._write() as connection:
-            now = self._now(connection)
-            row = connection.execute(
-                update(JOBS)
-                .where(
-                    JOBS.c.id == job_id,
-                    JOBS.c.status == JobStatus.RUNNING,
-                    JOBS.c.lease_owner == worker_id,
-                )
-                .values(
-                    status=JobStatus.QUEUED,
-                    attempts=JOBS.c.attempts - 1,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    started_at=None,
-                    updated_at=now,
-                )
-                .returning(*JOBS.c)
-            ).first()
-            if row is None:
-                self._raise_lease_lost(connection, job_id, worker_id)
+            row = LEASED_JOBS.finish(
+                connection,
+                job_id,
+                worker_id,
+                self._now(connection),
+                status=JobStatus.QUEUED,
+                attempts=JOBS.c.attempts - 1,
+                lease_owner=None,
+                started_at=None,
+            )
         return Job.from_row(row)
 
     # -- reading ----------------------------------------------------------------------------
@@ -571,7 +531,7 @@ class JobStore:
     def get(self, job_id: int) -> Job:
         """The job with id ``job_id``; :class:`JobNotFoundError` if there is none."""
         with self._read() as connection:
-            return Job.from_row(self._existing_row(connection, job_id))
+            return Job.from_row(LEASED_JOBS.existing_row(connection, job_id))
 
     def counts_by_status(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (every status present, zeros included)."""
@@ -675,23 +635,10 @@ class JobStore:
             statement.values(**values).on_conflict_do_nothing(index_elements=unique_key).returning(*JOBS.c)
         ).first()
 
-    def _existing_row(self, connection: Connection, job_id: int, *, lock: bool = False) -> Row[Any]:
-        """The job's row; with ``lock``, locked until the transaction ends (on SQLite the write
-        lock is)."""
-        query = select(JOBS).where(JOBS.c.id == job_id)
-        row = connection.execute(query.with_for_update() if lock else query).first()
-        if row is None:
-            raise JobNotFoundError(f"there is no job {job_id}")
-        return row
-
     def _reap(self, connection: Connection, now: datetime) -> builtins.list[Job]:
         expired = connection.execute(
             select(JOBS.c.id, JOBS.c.attempts)
-            .where(
-                JOBS.c.status == JobStatus.RUNNING,
-                JOBS.c.lease_expires_at < now,
-                JOBS.c.attempts >= JOBS.c.max_attempts,
-            )
+            .where(*LEASED_JOBS.expired_without_attempts(now))
             .with_for_update(skip_locked=True)
         ).all()
         reaped = []
@@ -719,27 +666,8 @@ class JobStore:
     def _finish(self, job_id: int, worker_id: str, values: dict[str, Any]) -> Job:
         with self._write() as connection:
             now = self._now(connection)
-            row = connection.execute(
-                update(JOBS)
-                .where(
-                    JOBS.c.id == job_id,
-                    JOBS.c.status == JobStatus.RUNNING,
-                    JOBS.c.lease_owner == worker_id,
-                )
-                .values(**values, lease_expires_at=None, finished_at=now, updated_at=now)
-                .returning(*JOBS.c)
-            ).first()
-            if row is None:
-                self._raise_lease_lost(connection, job_id, worker_id)
+            row = LEASED_JOBS.finish(connection, job_id, worker_id, now, **values, finished_at=now)
         return Job.from_row(row)
-
-    def _raise_lease_lost(self, connection: Connection, job_id: int, worker_id: str) -> NoReturn:
-        current = self._existing_row(connection, job_id)
-        if current.status == JobStatus.RUNNING:
-            reason = f"worker {current.lease_owner!r} took it over after the lease expired"
-        else:
-            reason = f"it is {JobStatus(current.status).value} now"
-        raise LeaseLostError(f"worker {worker_id!r} no longer holds job {job_id}: {reason}")
 
 
 def _log_reaped(jobs: builtins.list[Job]) -> None:
@@ -765,6 +693,9 @@ def _new_job_values(
     trigger: JobTrigger,
     priority: int,
 ) -> dict[str, Any]:
+    if not isinstance(trigger, JobTrigger):
+        # callers parse what they are given where it enters (REST, the change follower)
+        raise TypeError(f"trigger {trigger!r} must be a JobTrigger, not {type(trigger).__name__}")
     require_text("orthanc_study_id", orthanc_study_id, 64)
     require_text("study_instance_uid", study_instance_uid)
     if len(study_instance_uid) > MAX_UID_LENGTH:

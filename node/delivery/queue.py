@@ -1,12 +1,13 @@
 """Deliveries: sending one job's results to one destination is its own step, retried on its own.
 
 A job that produced results gets one delivery per destination (:meth:`DeliveryStore.create_for_job`).
-Workers claim due deliveries exactly like jobs (see :mod:`node.db.jobs`): one atomic
-``UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING`` statement, ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL, under the write lock (``BEGIN IMMEDIATE``) on SQLite. The claim takes the delivery
-that has been due the longest, whatever its destination, so a destination that is down (its
-deliveries waiting out their backoff) never holds up the others, and never loses a result: a
-delivery out of attempts stays ``failed`` until someone retries it.
+Workers claim, heartbeat and finish deliveries with the lease machinery they use for jobs
+(:mod:`node.db.lease`): one atomic ``UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING``
+statement, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, under the write lock (``BEGIN IMMEDIATE``)
+on SQLite. The claim takes the delivery that has been due the longest, whatever its
+destination, so a destination that is down (its deliveries waiting out their backoff) never
+holds up the others, and never loses a result: a delivery out of attempts stays ``failed``
+until someone retries it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, Table, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Table, and_, func, select, update
 
 from node.db.common import (
     database_now,
@@ -31,11 +32,13 @@ from node.db.common import (
     upsert_statement,
 )
 from node.db.database import WRITE
-from node.db.errors import DeliveryNotFoundError, DeliveryStateError, JobNotFoundError, LeaseLostError
+from node.db.errors import DeliveryNotFoundError, DeliveryStateError, JobNotFoundError
+from node.db.lease import LeasedTable
 from node.db.models import DeliveryRow, DeliveryStatus, JobRow
 
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 JOBS = cast(Table, JobRow.__table__)
+LEASED_DELIVERIES = LeasedTable(DELIVERIES, DeliveryStatus.SENDING, "delivery", DeliveryNotFoundError)
 
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -157,26 +160,13 @@ class DeliveryStore:
             now = database_now(connection, self._clock)
             self._reap(connection, now)
             candidate = DELIVERIES.alias("candidate")
+            due = and_(candidate.c.status == DeliveryStatus.PENDING, candidate.c.next_attempt_at <= now)
             query = (
                 select(candidate.c.id)
-                .where(
-                    or_(
-                        and_(
-                            candidate.c.status == DeliveryStatus.PENDING,
-                            candidate.c.next_attempt_at <= now,
-                        ),
-                        and_(
-                            candidate.c.status == DeliveryStatus.SENDING,
-                            candidate.c.lease_expires_at < now,
-                            candidate.c.attempts < candidate.c.max_attempts,
-                        ),
-                    )
-                )
+                .where(LEASED_DELIVERIES.claimable(candidate, now, waiting=due))
                 .order_by(candidate.c.next_attempt_at, candidate.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock
             )
-            return self._take(connection, worker_id, now, lease, DELIVERIES.c.id == query.scalar_subquery())
+            return _delivery(LEASED_DELIVERIES.take_next(connection, worker_id, now, lease, query))
 
     def claim(self, delivery_id: int, worker_id: str, lease_seconds: float) -> Delivery | None:
         """Take one pending delivery now, due or not (the worker that built a job's results
@@ -186,7 +176,7 @@ class DeliveryStore:
         lease = lease_duration(lease_seconds)
         with self._write() as connection:
             now = database_now(connection, self._clock)
-            return self._take(
+            row = LEASED_DELIVERIES.take(
                 connection,
                 worker_id,
                 now,
@@ -194,18 +184,14 @@ class DeliveryStore:
                 DELIVERIES.c.id == delivery_id,
                 DELIVERIES.c.status == DeliveryStatus.PENDING,
             )
+        return _delivery(row)
 
     def heartbeat(self, delivery_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease of a delivery ``worker_id`` holds; ``False`` if it no longer does."""
         lease = lease_duration(lease_seconds)
         with self._write() as connection:
             now = database_now(connection, self._clock)
-            result = connection.execute(
-                update(DELIVERIES)
-                .where(*self._held(delivery_id, worker_id))
-                .values(lease_expires_at=now + lease, updated_at=now)
-            )
-            return result.rowcount == 1
+            return LEASED_DELIVERIES.heartbeat(connection, delivery_id, worker_id, now, lease)
 
     def delivered(self, delivery_id: int, worker_id: str) -> Delivery:
         """Mark a delivery ``worker_id`` holds as delivered.
@@ -214,20 +200,15 @@ class DeliveryStore:
         """
         with self._write() as connection:
             now = database_now(connection, self._clock)
-            row = connection.execute(
-                update(DELIVERIES)
-                .where(*self._held(delivery_id, worker_id))
-                .values(
-                    status=DeliveryStatus.DELIVERED,
-                    lease_expires_at=None,
-                    last_error=None,
-                    delivered_at=now,
-                    updated_at=now,
-                )
-                .returning(*DELIVERIES.c)
-            ).first()
-            if row is None:
-                self._raise_lease_lost(connection, delivery_id, worker_id)
+            row = LEASED_DELIVERIES.finish(
+                connection,
+                delivery_id,
+                worker_id,
+                now,
+                status=DeliveryStatus.DELIVERED,
+                last_error=None,
+                delivered_at=now,
+            )
         return Delivery.from_row(row)
 
     def failed_attempt(
@@ -248,11 +229,7 @@ class DeliveryStore:
         require_text("error", error)
         with self._write() as connection:
             now = database_now(connection, self._clock)
-            current = connection.execute(
-                select(DELIVERIES).where(*self._held(delivery_id, worker_id)).with_for_update()
-            ).first()
-            if current is None:
-                self._raise_lease_lost(connection, delivery_id, worker_id)
+            current = LEASED_DELIVERIES.held_row(connection, delivery_id, worker_id)
             values: dict[str, Any]
             if current.attempts >= current.max_attempts:
                 values = {"status": DeliveryStatus.FAILED}
@@ -263,12 +240,9 @@ class DeliveryStore:
                         f"backoff({current.attempts}) returned {delay!r}; it must be a timedelta of 0 or more"
                     )
                 values = {"status": DeliveryStatus.PENDING, "next_attempt_at": now + delay}
-            row = connection.execute(
-                update(DELIVERIES)
-                .where(DELIVERIES.c.id == delivery_id)
-                .values(**values, last_error=error, lease_expires_at=None, updated_at=now)
-                .returning(*DELIVERIES.c)
-            ).one()
+            row = LEASED_DELIVERIES.finish(
+                connection, delivery_id, worker_id, now, **values, last_error=error
+            )
         return Delivery.from_row(row)
 
     def retry(self, delivery_id: int) -> Delivery:
@@ -291,7 +265,7 @@ class DeliveryStore:
                 .returning(*DELIVERIES.c)
             ).first()
             if row is None:
-                status = DeliveryStatus(self._existing_row(connection, delivery_id).status)
+                status = DeliveryStatus(LEASED_DELIVERIES.existing_row(connection, delivery_id).status)
                 raise DeliveryStateError(
                     f"delivery {delivery_id} is {status.value}, not failed, so there is nothing to retry"
                 )
@@ -302,7 +276,7 @@ class DeliveryStore:
     def get(self, delivery_id: int) -> Delivery:
         """The delivery with id ``delivery_id``; :class:`DeliveryNotFoundError` if there is none."""
         with self._engine.begin() as connection:
-            return Delivery.from_row(self._existing_row(connection, delivery_id))
+            return Delivery.from_row(LEASED_DELIVERIES.existing_row(connection, delivery_id))
 
     def for_job(self, job_id: int) -> builtins.list[Delivery]:
         """The deliveries of one job, in the order they were created."""
@@ -348,42 +322,11 @@ class DeliveryStore:
         with self._write_engine.begin() as connection:
             yield connection
 
-    @staticmethod
-    def _take(
-        connection: Connection, worker_id: str, now: datetime, lease: timedelta, *where: Any
-    ) -> Delivery | None:
-        """Make the delivery ``where`` selects ``sending``, leased to ``worker_id``, one more attempt."""
-        row = connection.execute(
-            update(DELIVERIES)
-            .where(*where)
-            .values(
-                status=DeliveryStatus.SENDING,
-                lease_owner=worker_id,
-                lease_expires_at=now + lease,
-                attempts=DELIVERIES.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(*DELIVERIES.c)
-        ).first()
-        return None if row is None else Delivery.from_row(row)
-
-    @staticmethod
-    def _held(delivery_id: int, worker_id: str) -> tuple[Any, ...]:
-        return (
-            DELIVERIES.c.id == delivery_id,
-            DELIVERIES.c.status == DeliveryStatus.SENDING,
-            DELIVERIES.c.lease_owner == worker_id,
-        )
-
     def _reap(self, connection: Connection, now: datetime) -> None:
         """Fail the sending deliveries whose lease expired with no attempts left."""
         connection.execute(
             update(DELIVERIES)
-            .where(
-                DELIVERIES.c.status == DeliveryStatus.SENDING,
-                DELIVERIES.c.lease_expires_at < now,
-                DELIVERIES.c.attempts >= DELIVERIES.c.max_attempts,
-            )
+            .where(*LEASED_DELIVERIES.expired_without_attempts(now))
             .values(
                 status=DeliveryStatus.FAILED,
                 last_error=(
@@ -396,16 +339,6 @@ class DeliveryStore:
             )
         )
 
-    def _existing_row(self, connection: Connection, delivery_id: int) -> Row[Any]:
-        row = connection.execute(select(DELIVERIES).where(DELIVERIES.c.id == delivery_id)).first()
-        if row is None:
-            raise DeliveryNotFoundError(f"there is no delivery {delivery_id}")
-        return row
 
-    def _raise_lease_lost(self, connection: Connection, delivery_id: int, worker_id: str) -> NoReturn:
-        current = self._existing_row(connection, delivery_id)
-        if current.status == DeliveryStatus.SENDING:
-            reason = f"worker {current.lease_owner!r} took it over after the lease expired"
-        else:
-            reason = f"it is {DeliveryStatus(current.status).value} now"
-        raise LeaseLostError(f"worker {worker_id!r} no longer holds delivery {delivery_id}: {reason}")
+def _delivery(row: Row[Any] | None) -> Delivery | None:
+    return None if row is None else Delivery.from_row(row)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from node.errors import ConfigurationError
 from node.db import (
     Job,
     JobNotFoundError,
@@ -28,6 +27,7 @@ from node.db import (
     create_engine_for,
     migrate,
 )
+from node.errors import ConfigurationError
 from tests.job_processes import claim_in_processes, enqueue_in_threads
 from tests.unit.job_db import Clock
 
@@ -111,14 +111,14 @@ def test_enqueue_of_a_study_already_queued_for_that_pipeline_version_returns_non
     store: JobStore,
 ) -> None:
     enqueue(store)
-    again = store.enqueue(**job_fields(orthanc_study_id="orthanc-other-id", trigger="replay"))
+    again = store.enqueue(**job_fields(orthanc_study_id="orthanc-other-id", trigger=JobTrigger.REPLAY))
     assert again is None
     assert len(store.list()) == 1
 
 
 def test_enqueue_of_a_study_whose_job_failed_returns_none(store: JobStore) -> None:
     run_to_failure(store, enqueue(store))
-    assert store.enqueue(**job_fields(orthanc_study_id="x", trigger="replay")) is None
+    assert store.enqueue(**job_fields(orthanc_study_id="x", trigger=JobTrigger.REPLAY)) is None
 
 
 def test_enqueue_of_a_new_pipeline_version_queues_a_new_job(store: JobStore) -> None:
@@ -133,8 +133,8 @@ def test_concurrent_enqueues_of_one_study_queue_one_job(store: JobStore) -> None
     assert len(store.list()) == 1
 
 
-def test_enqueue_rejects_an_unknown_trigger(store: JobStore) -> None:
-    with pytest.raises(ValueError, match="job trigger 'cron' is not one of stable-study"):
+def test_enqueue_takes_a_trigger_member_not_a_string(store: JobStore) -> None:
+    with pytest.raises(TypeError, match="trigger 'cron' must be a JobTrigger, not str"):
         store.enqueue(**job_fields(trigger="cron"))
 
 
