@@ -1,11 +1,12 @@
 """Pipeline benchmark: the first study in a fresh worker process against the next ones.
 
 For each pipeline a fresh Python process (as a worker after start or restart) builds the
-registry, loads the pipeline (:class:`~node.pipeline.registry.WarmPipelines`) and runs three
-studies; each study is what a worker does between building the volume and validating:
-:func:`~node.run.execution.run_pipeline` (resampling, device, inference), measurements, SEG and
-SR. The first study pays imports and ``load()``; the next ones find the model warm. Each
-process is repeated ``--runs`` times; the table gives min / median.
+registry, loads the pipeline (:class:`~node.run.warm.WarmPipelines`) and runs three
+studies; each study is what a worker does between building the volume and staging the
+results: the processing chain :func:`~node.chain.process_series` (resampling, device,
+inference, measurements, SEG and SR, validation). The first study pays imports and
+``load()``; the next ones find the model warm. Each process is repeated ``--runs`` times; the
+table gives min / median.
 
 Pipelines: the two built-ins on their sample series, and the test suite's tiny bone U-Net
 as a TorchScript file with a descriptor and as a MONAI bundle folder (tests/fixtures/models.py),
@@ -46,18 +47,17 @@ STUDIES = 3
 def child(args: argparse.Namespace) -> None:
     """One fresh worker-like process: print the timings of load and three studies as JSON."""
     started = time.perf_counter()
-    import uuid
-
     import pydicom
 
-    from node.config import load_settings
-    from node.run.execution import run_pipeline, runtime_resolver
+    from node.chain import process_series
+    from node.config import ResultKind, load_settings
     from node.imaging.series import build_volume
-    from node.results.measure import measure_segments
-    from node.results.products import ResultInputs, build_result_objects
+    from node.pipeline.registry import PipelineRegistry
+    from node.results.identity import ResultIdentity
     from node.results.seg import DeviceInfo
+    from node.run.device import runtime_resolver
+    from node.run.warm import WarmPipelines
     from node.timing import StageTimer
-    from node.pipeline.registry import PipelineRegistry, WarmPipelines
 
     datasets = [pydicom.dcmread(p) for p in sorted(Path(args.series).iterdir()) if p.is_file()]
     volume = build_volume(datasets)
@@ -74,25 +74,13 @@ def child(args: argparse.Namespace) -> None:
     for n in range(STUDIES):
         timer = StageTimer()
         started = time.perf_counter()
-        with timer.stage("pipeline"):
-            output = run_pipeline(pipeline, volume)
-        if pipeline.runtime.is_cuda:
-            import torch
-
-            torch.cuda.synchronize()
-        measurements = measure_segments(volume, pipeline.segments, output)
-        run_id = uuid.uuid4()
-        build_result_objects(
-            ResultInputs(
-                datasets,
-                volume,
-                pipeline,
-                output,
-                measurements,
-                DeviceInfo.for_node(device_serial_number="BENCH"),
-            ),
-            kinds=["seg", "sr"],
-            uid=lambda purpose, r=run_id: f"2.25.{uuid.uuid5(r, purpose).int}",
+        process_series(
+            volume,
+            pipeline,
+            datasets,
+            kinds=[ResultKind.SEG, ResultKind.SR],
+            identity=ResultIdentity.new(),
+            device=DeviceInfo.for_node(device_serial_number="BENCH"),
             timer=timer,
         )
         studies.append(
@@ -220,7 +208,7 @@ def main() -> None:
             "Seconds, min / median. *imports*: node, pydicom, reading and stacking the series "
             "(not pipeline-specific). *load*: registry, `WarmPipelines.get` (torch / MONAI imports, "
             "weights). *pipeline*: `run_pipeline` (resampling, inference, mapping back). *study*: "
-            "pipeline + measurements + SEG + SR (no validation, no storing); the first study adds "
+            "pipeline + measurements + SEG + SR + validation (no staging, no storing); the first study adds "
             "*load*, the warm ones are studies 2 and 3 of each process.",
             "",
             "| pipeline | device | imports | load | pipeline, 1st study | pipeline, warm "

@@ -7,6 +7,7 @@ typo fails at start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from datetime import timedelta
@@ -77,7 +78,22 @@ class WorkerSettings(_Strict):
     pipelines: list[str] | None = None
 
 
-ResultKind = Literal["seg", "sr", "planar-sr", "secondary-capture"]
+class ResultKind(enum.StrEnum):
+    """A kind of result object a job can produce (``pipeline_settings.NAME.results``)."""
+
+    #: the DICOM SEG with the masks
+    SEG = "seg"
+    #: the volumetric TID 1500 SR, one group per SEG segment (needs SEG)
+    SR = "sr"
+    #: the planar TID 1500 SR, one outline per segment, which OHIF 3.13 draws
+    PLANAR_SR = "planar-sr"
+    #: RGB images with the segments burned in, for PACS that show no SEG
+    SECONDARY_CAPTURE = "secondary-capture"
+
+    @property
+    def label(self) -> str:
+        """How messages, job results' file names and logs name it: ``SEG``, ``PLANAR-SR``."""
+        return self.value.upper()
 
 
 def result_kinds_problem(kinds: list[ResultKind]) -> str | None:
@@ -87,7 +103,7 @@ def result_kinds_problem(kinds: list[ResultKind]) -> str | None:
             "results lists no result object; a job would store nothing "
             "(choose from 'seg', 'sr', 'planar-sr', 'secondary-capture')"
         )
-    if "sr" in kinds and "seg" not in kinds:
+    if ResultKind.SR in kinds and ResultKind.SEG not in kinds:
         return "result 'sr' references the SEG's segments: list 'seg' too"
     return None
 
@@ -146,7 +162,11 @@ class PipelineSettings(_Strict):
     time_limit: timedelta | None = timedelta(minutes=30)
 
     #: result objects the node writes for this pipeline's jobs
-    results: Annotated[list[ResultKind], AfterValidator(_valid_result_kinds)] = ["seg", "sr", "planar-sr"]
+    results: Annotated[list[ResultKind], AfterValidator(_valid_result_kinds)] = [
+        ResultKind.SEG,
+        ResultKind.SR,
+        ResultKind.PLANAR_SR,
+    ]
 
 
 def _positive_duration(value: timedelta) -> timedelta:

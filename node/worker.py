@@ -1,13 +1,14 @@
 """`ai-node worker`: claims jobs from the database and runs them, one at a time.
 
-Each job goes through the same stages, each timed: fetch the chosen series from Orthanc,
-build the volume, run the pipeline, measure, build the SEG and SR, validate them, store them
-into the study. Any failure fails only that job, with a message for the PACS admin.
+What is the worker's own: the job's lease (claim, heartbeat, release, finish), fetching the
+input from Orthanc (:mod:`node.fetch`), staging the result objects and delivering them
+(:mod:`node.delivery`). Everything between the volume and the validated objects is the one
+processing chain, :func:`node.chain.process_series`. Any failure fails only its own job, with a
+message for the PACS admin, logged once.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -15,45 +16,37 @@ import signal
 import socket
 import threading
 import time
-import traceback
-import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 
+from node import THIS_ORTHANC
+from node.chain import SeriesResult, process_series
 from node.config import Settings
-from node.delivery.sender import DeliverySender
-from node.errors import NodeError, NoMatchingSeriesError, PipelineError
-from node.run.execution import (
-    PipelineTimeoutError,
-    claimable_pipelines,
-    exit_worker,
-    run_pipeline,
-    runtime_resolver,
-)
-from node.imaging.series import build_volume, select_series
 from node.db.config_store import ConfigStore
 from node.db.database import create_engine_for, migrate
-from node.delivery.queue import Delivery, DeliveryStore
 from node.db.errors import LeaseLostError
-from node.db.models import DeliveryStatus
 from node.db.jobs import WORKER_STATE_PREFIX, Job, JobStore
-from node.orthanc.client import OrthancClient
-from node.orthanc.study import summarize_study
-from node.results.measure import SegmentMeasurements, measure_segments
-from node.results.products import ResultInputs, ResultObject, build_result_objects
-from node.results.seg import DeviceInfo
+from node.db.models import DeliveryStatus
+from node.delivery.queue import Delivery, DeliveryStore
+from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
-from node.results.validate import require_valid
-from node.rules.model import THIS_ORTHANC
-from node.timing import StageTimer
+from node.errors import NodeError, PipelineError
+from node.fetch.series import fetch_series
+from node.imaging.series import build_volume
+from node.logs import job_context
+from node.orthanc.client import OrthancClient
 from node.pipeline.base import Pipeline
-from node.pipeline.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry
+from node.results.identity import ResultIdentity
+from node.results.seg import DeviceInfo
+from node.run.device import claimable_pipelines, runtime_resolver
+from node.run.execution import PipelineTimeoutError, exit_worker
+from node.run.warm import WarmPipelines
+from node.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -68,49 +61,41 @@ class WorkerStopping(BaseException):
     to run_job, which releases the job instead of recording a failure."""
 
 
-def result_uid(job: Job, purpose: str) -> str:
-    """A UID derived from the job, so a job run twice (after a crash) writes the same objects.
+@dataclass(frozen=True, eq=False)
+class JobResult:
+    """A done job's result, as the job table keeps it and GET /ai/jobs and the console show it."""
 
-    PS3.5 B.2: a UUID as the integer under the 2.25 root.
-    """
-    return f"2.25.{uuid.uuid5(uuid.UUID(job.uid), purpose).int}"
+    pipeline: Pipeline
+    source_series_instance_uid: str
+    series: SeriesResult
+    deliveries: Sequence[Delivery]
+    #: SOP Instance UID -> Orthanc id, for the objects this Orthanc stored
+    locations: Mapping[str, str]
 
-
-def job_result(
-    pipeline: Pipeline,
-    source_series_instance_uid: str,
-    measurements: Sequence[SegmentMeasurements],
-    objects: Sequence[ResultObject],
-    *,
-    locations: Mapping[str, str],
-    deliveries: Sequence[Delivery],
-) -> dict[str, Any]:
-    """A done job's ``result``, as GET /ai/jobs and the console show it.
-
-    ``locations`` maps a SOP Instance UID to its Orthanc id, for objects this Orthanc stored.
-    """
-    result: dict[str, Any] = {
-        "pipeline": {"name": pipeline.name, "version": pipeline.version},
-        "source_series_instance_uid": source_series_instance_uid,
-        "segments": [m.to_json() for m in measurements],
-    }
-    for obj in objects:
-        # One entry per kind; a kind with one object per slice (secondary capture) names its
-        # first instance and counts them all.
-        entry = result.setdefault(
-            obj.kind.lower(),
-            {
-                "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
-                "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
-                "orthanc_id": locations.get(str(obj.dataset.SOPInstanceUID)),
-                "instances": 0,
-            },
-        )
-        entry["instances"] += 1
-    result["deliveries"] = [
-        {"destination": d.destination, "status": d.status.value, "error": d.last_error} for d in deliveries
-    ]
-    return result
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "pipeline": {"name": self.pipeline.name, "version": self.pipeline.version},
+            "source_series_instance_uid": self.source_series_instance_uid,
+            "segments": [m.to_json() for m in self.series.measurements],
+        }
+        for obj in self.series.objects:
+            # One entry per kind; a kind with one object per slice (secondary capture) names
+            # its first instance and counts them all.
+            entry = result.setdefault(
+                obj.kind.value,
+                {
+                    "sop_instance_uid": str(obj.dataset.SOPInstanceUID),
+                    "series_instance_uid": str(obj.dataset.SeriesInstanceUID),
+                    "orthanc_id": self.locations.get(str(obj.dataset.SOPInstanceUID)),
+                    "instances": 0,
+                },
+            )
+            entry["instances"] += 1
+        result["deliveries"] = [
+            {"destination": d.destination, "status": d.status.value, "error": d.last_error}
+            for d in self.deliveries
+        ]
+        return result
 
 
 class Worker:
@@ -196,113 +181,105 @@ class Worker:
         timer = StageTimer()
         lease_lost = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(job, lease_lost), daemon=True)
+        context = job_context(job)
         self.busy = True
         heartbeat.start()
-        log.info(
-            "job %s: %s on study %s (attempt %s)",
-            job.id,
-            job.pipeline_name,
-            job.study_instance_uid,
-            job.attempts,
-        )
+        log.info("job %s started (attempt %s)", job.id, job.attempts, extra=context)
         try:
             result = self._process(job, timer)
-            self.store.complete(job.id, self.worker_id, result=result, stage_timings=timer.seconds)
+            self.store.complete(job.id, self.worker_id, result=result.to_json(), stage_timings=timer.seconds)
             self.report()
-            log.info("job %s done in %.1f s", job.id, sum(timer.seconds.values()))
+            log.info("job %s done in %.1f s", job.id, sum(timer.seconds.values()), extra=context)
         except WorkerStopping:
             self.store.release(job.id, self.worker_id)
-            log.info("job %s released: worker stopping", job.id)
+            log.info("job %s released: worker stopping", job.id, extra=context)
         except LeaseLostError:
-            log.warning("job %s: lease lost to another worker; its result is theirs", job.id)
+            log.warning("job %s: lease lost to another worker; its result is theirs", job.id, extra=context)
+        except PipelineTimeoutError as error:
+            # The pipeline's thread cannot be stopped and still holds the model, the CPU or the
+            # GPU: record the failure, then end this process; the supervisor starts a fresh
+            # worker (docs/pipelines.md, "Failures and time limits").
+            self._fail(job, str(error), timer)
+            exit_worker()
         except NodeError as error:
             self._fail(job, str(error), timer)
         except Exception as error:  # the job loop is the boundary: one job fails, the worker lives
-            log.error("job %s: unexpected error\n%s", job.id, traceback.format_exc())
             self._fail(
                 job,
                 f"internal error in the node ({type(error).__name__}: {error}); see the worker log",
                 timer,
+                unexpected=True,
             )
         finally:
             self.busy = False
             lease_lost.set()  # also stops the heartbeat thread
             heartbeat.join()
 
-    def _fail(self, job: Job, message: str, timer: StageTimer) -> None:
-        log.warning("job %s failed: %s", job.id, message)
+    def _fail(self, job: Job, message: str, timer: StageTimer, *, unexpected: bool = False) -> None:
+        """Record the failure; the one log line of it (with the traceback when unexpected)."""
+        context = job_context(job)
+        if unexpected:
+            log.error("job %s failed: %s", job.id, message, exc_info=True, extra=context)
+        else:
+            log.warning("job %s failed: %s", job.id, message, extra=context)
         try:
             self.store.fail(job.id, self.worker_id, error=message, stage_timings=timer.seconds)
         except LeaseLostError:
-            log.warning("job %s: lease lost before its failure could be recorded", job.id)
+            log.warning("job %s: lease lost before its failure could be recorded", job.id, extra=context)
 
     def _heartbeat(self, job: Job, done: threading.Event) -> None:
         lease = self.settings.worker.lease.total_seconds()
         while not done.wait(lease / 3):
             if not self.store.heartbeat(job.id, self.worker_id, lease):
-                log.warning("job %s: lease lost", job.id)
+                log.warning("job %s: lease lost", job.id, extra=job_context(job))
                 return
 
-    def _process(self, job: Job, timer: StageTimer) -> dict[str, Any]:
+    def _process(self, job: Job, timer: StageTimer) -> JobResult:
         pipeline_class = self.registry.get(job.pipeline_name)
         if pipeline_class.version != job.pipeline_version:
             raise PipelineError(
                 f"job was queued for {job.pipeline_name} {job.pipeline_version} but this node has "
                 f"version {pipeline_class.version}; re-run the study to use it"
             )
+        own = self.settings.for_pipeline(job.pipeline_name)
         with timer.stage("load"):
             pipeline = self.pipelines.get(job.pipeline_name)
         with timer.stage("fetch"):
-            datasets = self._fetch_input(job, pipeline)
+            datasets = self.fetch_input(job, pipeline)
         with timer.stage("volume"):
             volume = build_volume(datasets)
-        with timer.stage("pipeline"):
-            try:
-                output = run_pipeline(
-                    pipeline, volume, time_limit=self.settings.for_pipeline(pipeline.name).time_limit
-                )
-            except PipelineTimeoutError as error:
-                # The pipeline's thread cannot be stopped and still holds the model, the CPU or
-                # the GPU: record the failure, then end this process; the supervisor starts a
-                # fresh worker (docs/pipelines.md, "Failures and time limits").
-                self._fail(job, str(error), timer)
-                exit_worker()
-        with timer.stage("measure"):
-            measurements = measure_segments(volume, pipeline.segments, output)
-        inputs = ResultInputs(
-            source_images=datasets,
-            volume=volume,
-            pipeline=pipeline,
-            output=output,
-            measurements=measurements,
+        series = process_series(
+            volume,
+            pipeline,
+            datasets,
+            kinds=own.results,
+            identity=ResultIdentity.for_job(job.uid),
             device=self.device,
-        )
-        objects = build_result_objects(
-            inputs,
-            kinds=self.settings.for_pipeline(pipeline.name).results,
-            uid=lambda purpose: result_uid(job, purpose),
+            time_limit=own.time_limit,
             timer=timer,
         )
-        with timer.stage("validate"):
-            # One line per distinct warning: a secondary capture repeats the same one per slice.
-            warnings = Counter(
-                (obj.kind, warning)
-                for obj in objects
-                for warning in require_valid(obj.dataset, obj.kind).warnings
-            )
-            for (kind, warning), times in warnings.items():
-                log.info("job %s: %s validator warning (%d objects): %s", job.id, kind, times, warning)
+        for warning in series.warnings:
+            log.info("job %s: validator warning on %s", job.id, warning, extra=job_context(job))
         with timer.stage("stage"):
-            self.sender.files.write(job.uid, [obj.dataset for obj in objects])
+            self.sender.files.write(job.uid, [obj.dataset for obj in series.objects])
         with timer.stage("deliver"):
             deliveries, locations = self._deliver(job)
-        return job_result(
-            pipeline,
-            volume.series_instance_uid,
-            measurements,
-            objects,
-            locations=locations,
+        return JobResult(
+            pipeline=pipeline,
+            source_series_instance_uid=volume.series_instance_uid,
+            series=series,
             deliveries=deliveries,
+            locations=locations,
+        )
+
+    def fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:
+        """The instances of the series the job runs on, from this node's Orthanc."""
+        return fetch_series(
+            self.orthanc,
+            study_id=job.orthanc_study_id,
+            series_instance_uid=job.series_instance_uid,
+            criteria=pipeline.accepts,
+            threads=self.settings.worker.fetch_threads,
         )
 
     def _deliver(self, job: Job) -> tuple[list[Delivery], dict[str, str]]:
@@ -327,25 +304,6 @@ class Worker:
             # a job run again after its worker died finds its deliveries done already
             self.sender.files.remove(job.uid)
         return deliveries, locations
-
-    def _fetch_input(self, job: Job, pipeline: Pipeline) -> list[Dataset]:
-        study = summarize_study(self.orthanc.get_json, job.orthanc_study_id)
-        inputs = study.input_series()
-        if job.series_instance_uid is not None:
-            # the series the routing rule chose when the job was queued
-            routed = [s for s in inputs if s.summary.series_instance_uid == job.series_instance_uid]
-            if not routed:
-                raise NoMatchingSeriesError(
-                    f"series {job.series_instance_uid}, chosen when the job was queued, is no "
-                    "longer in the study (deleted?); re-run the study to route it again"
-                )
-            inputs = routed
-        chosen = select_series([series.summary for series in inputs], pipeline.accepts)
-        series = next(s for s in inputs if s.summary.series_instance_uid == chosen.series_instance_uid)
-        instance_ids = self.orthanc.get_json(f"/series/{series.orthanc_id}")["Instances"]
-        with ThreadPoolExecutor(self.settings.worker.fetch_threads) as pool:
-            files = list(pool.map(self.orthanc.instance_file, instance_ids))
-        return [pydicom.dcmread(io.BytesIO(data)) for data in files]
 
 
 def main(settings: Settings) -> None:

@@ -19,19 +19,20 @@ _SETTINGS = json.loads(orthanc.GetConfiguration()).get("AINode", {})
 # Orthanc embeds Debian's python3.11; the node's packages live in its virtualenv.
 sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
-from node.intake.changes import ChangeFollower  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
-from node.errors import OrthancError  # noqa: E402
-from node.intake.handoff import Intake  # noqa: E402
 from node.db.database import create_engine_for, migrate  # noqa: E402
 from node.db.jobs import JobStore  # noqa: E402
+from node.errors import OrthancError  # noqa: E402
+from node.intake.changes import ChangeFollower  # noqa: E402
+from node.intake.handoff import Intake  # noqa: E402
+from node.logs import ContextFormatter  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
+from node.pipeline.registry import PipelineRegistry  # noqa: E402
 from node.web.access import AccessPolicy, basic_credentials  # noqa: E402
 from node.web.app import NodeContext, build_routes  # noqa: E402
 from node.web.http import ApiResponse, Request  # noqa: E402
 from node.web.routes import RouteTable  # noqa: E402
-from node.pipeline.registry import PipelineRegistry  # noqa: E402
 
 
 class _OrthancLogHandler(logging.Handler):
@@ -59,7 +60,7 @@ class _Plugin:
     def __init__(self):
         self.settings = load_settings(_SETTINGS["ConfigFile"])
         handler = _OrthancLogHandler()
-        handler.setFormatter(logging.Formatter("ai-node %(name)s: %(message)s"))
+        handler.setFormatter(ContextFormatter("ai-node %(name)s: %(message)s"))
         logging.getLogger("node").addHandler(handler)
         logging.getLogger("node").setLevel(self.settings.log_level)
         url = self.settings.resolved_database_url

@@ -17,8 +17,8 @@ from typing import NoReturn
 
 import pytest
 
-from node.errors import ConfigurationError
 from node.devtools.samples import SampleName, ensure_sample
+from node.errors import ConfigurationError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where converted samples are cached between runs (.cache is ignored by git). Override with

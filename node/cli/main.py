@@ -29,6 +29,7 @@ from node.credentials import (
     service_auth,
 )
 from node.errors import ConfigurationError, NodeError
+from node.logs import ContextFormatter
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -58,11 +59,9 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
 
 
 def _prepare_users(settings: Settings) -> None:

@@ -1,11 +1,11 @@
 """`ai-node pipelines list|show|run`: the model author's commands, no Orthanc needed.
 
 ``run`` takes the path a worker takes, minus the network: DICOM files from a folder, the
-series the pipeline accepts, :func:`~node.imaging.series.build_volume`,
-:func:`~node.run.execution.run_pipeline` (resampling, device, time limit),
-:func:`~node.results.measure.measure_segments`, :func:`~node.results.products.build_result_objects`
-and :func:`~node.results.validate.require_valid`, then writes the SEG, the SR and a
-``result.json`` into the output folder.
+series the pipeline accepts, :func:`~node.imaging.series.build_volume`, then the worker's own
+processing chain, :func:`~node.chain.process_series` (pipeline, measurements, result objects,
+validation), and writes the objects and a ``result.json`` into the output folder. With
+``--job-uid`` (and ``--created``) the objects are byte for byte those a worker writes for the
+job with that uid.
 
 Also here: the ``ai-node worker`` options that choose a worker's pipelines and device.
 """
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +35,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from node.config import Settings, load_settings
+from node.config import ResultKind, Settings, load_settings
 from node.errors import ConfigurationError, InputSeriesError, PipelineError
-from node.run.execution import (
-    check_input_series,
-    describe_runtime,
-    resolve_runtime,
-    run_pipeline,
-    runtime_resolver,
-)
-from node.imaging.series import SeriesSummary, build_volume, select_series
-from node.timing import StageTimer
+from node.imaging.series import build_volume
 from node.pipeline.base import Pipeline
-from node.pipeline.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry
+from node.results.identity import ResultIdentity
+from node.run.device import describe_runtime, resolve_runtime, runtime_resolver
+from node.run.execution import check_input_series
+from node.run.warm import WarmPipelines
+from node.study.criteria import select_series
+from node.study.series import SeriesSummary
+from node.timing import StageTimer
 
 #: the stages of `pipelines run` after reading the files, as the progress bar names them
-RUN_STAGES = ("volume", "load", "pipeline", "measure", "results", "validate", "write")
+RUN_STAGES = ("volume", "load", "chain", "write")
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +86,16 @@ def add_pipelines_command(commands: Any) -> None:
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the configuration's)")
     run.add_argument(
         "--time-limit", type=float, help="seconds the pipeline may run (default: the configuration's)"
+    )
+    run.add_argument(
+        "--job-uid",
+        help="derive the result UIDs from this job uid, as the worker does (default: a new random uid)",
+    )
+    run.add_argument(
+        "--created",
+        type=_aware_datetime,
+        help="creation time written into the objects, ISO 8601 with a time zone (default: now); "
+        "with --job-uid, reproduces a worker's objects byte for byte",
     )
     run.set_defaults(handler=cmd_run)
 
@@ -190,9 +198,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"pipeline_settings": {**settings.pipeline_settings, args.name: own}}
         )
+    identity = ResultIdentity.new()
+    if args.job_uid is not None:
+        identity = ResultIdentity.for_job(args.job_uid, args.created)
+    elif args.created is not None:
+        identity = ResultIdentity(identity.root, args.created)
     console = Console(stderr=True)
     summary = run_on_folder(
-        settings, args.name, args.folder, args.out, series_uid=args.series, console=console
+        settings, args.name, args.folder, args.out, series_uid=args.series, identity=identity, console=console
     )
     _print_summary(Console(), summary)
     return 0
@@ -205,6 +218,7 @@ def run_on_folder(
     out: Path,
     *,
     series_uid: str | None = None,
+    identity: ResultIdentity | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run pipeline ``name`` on the DICOM files under ``folder``; write the results into ``out``.
@@ -212,6 +226,12 @@ def run_on_folder(
     Returns what ``result.json`` holds: the series, the pipeline's identity and device, the
     measurements, the files written and the time of each stage.
     """
+    # imported here: highdicom and the result builders only once there is something to build,
+    # so that `pipelines list` and `show` answer at once
+    from node.chain import process_series
+    from node.results.part10 import part10_bytes
+    from node.results.seg import DeviceInfo
+
     registry = PipelineRegistry.from_settings(settings)
     cls = registry.get(name)
     if not folder.is_dir():
@@ -251,59 +271,31 @@ def run_on_folder(
             pipeline = warm.get(name)
         progress.advance(stages)
 
-        stage(f"run on {pipeline.runtime.device}")
-        with timer.stage("pipeline"):
-            output = run_pipeline(pipeline, volume, time_limit=settings.for_pipeline(name).time_limit)
-        progress.advance(stages)
-
-        # imported here: highdicom and the result builders are only needed once there is output
-        from node.results.measure import measure_segments
-        from node.results.products import ResultInputs, build_result_objects
-        from node.results.seg import DeviceInfo
-        from node.results.validate import require_valid
-
-        stage("measure")
-        with timer.stage("measure"):
-            measurements = measure_segments(volume, pipeline.segments, output)
-        progress.advance(stages)
-
-        stage("SEG and SR")
-        run_id = uuid.uuid4()
-        objects = build_result_objects(
-            ResultInputs(
-                source_images=series,
-                volume=volume,
-                pipeline=pipeline,
-                output=output,
-                measurements=measurements,
-                device=DeviceInfo.for_node(device_serial_number=settings.orthanc.aet),
-            ),
+        stage(f"run on {pipeline.runtime.device}, results, validation")
+        result = process_series(
+            volume,
+            pipeline,
+            series,
             kinds=settings.for_pipeline(name).results,
-            uid=lambda purpose: f"2.25.{uuid.uuid5(run_id, purpose).int}",
+            identity=identity or ResultIdentity.new(),
+            device=DeviceInfo.for_node(device_serial_number=settings.orthanc.aet),
+            time_limit=settings.for_pipeline(name).time_limit,
             timer=timer,
         )
-        progress.advance(stages)
-
-        stage("validate")
-        warnings: list[str] = []
-        with timer.stage("validate"):
-            for obj in objects:
-                warnings += [f"{obj.kind}: {w}" for w in require_valid(obj.dataset, obj.kind).warnings]
         progress.advance(stages)
 
         stage("write")
         written = []
         with timer.stage("write"):
             out.mkdir(parents=True, exist_ok=True)
-            counts: dict[str, int] = defaultdict(int)
-            for obj in objects:
-                counts[obj.kind] += 1
-            seen: dict[str, int] = defaultdict(int)
-            for obj in objects:
+            counts = Counter(obj.kind for obj in result.objects)
+            seen: Counter[ResultKind] = Counter()
+            for obj in result.objects:
                 seen[obj.kind] += 1
-                stem = obj.kind if counts[obj.kind] == 1 else f"{obj.kind}-{seen[obj.kind]:04d}"
+                label = obj.kind.label
+                stem = label if counts[obj.kind] == 1 else f"{label}-{seen[obj.kind]:04d}"
                 path = out / f"{stem}.dcm"
-                obj.dataset.save_as(path, enforce_file_format=True)
+                path.write_bytes(part10_bytes(obj.dataset))
                 written.append(str(path))
         progress.advance(stages)
 
@@ -318,9 +310,9 @@ def run_on_folder(
         "series_instance_uid": volume.series_instance_uid,
         "shape": list(volume.shape),
         "spacing_mm": list(volume.spacing),
-        "segments": [m.to_json() for m in measurements],
+        "segments": [m.to_json() for m in result.measurements],
         "files": written,
-        "validator_warnings": warnings,
+        "validator_warnings": [str(warning) for warning in result.warnings],
         "seconds": dict(timer.seconds),
     }
     (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -357,6 +349,13 @@ def _summary(uid: str, instances: Sequence[Dataset]) -> SeriesSummary:
         series_description=str(first.get("SeriesDescription", "")),
         series_number=None if number in (None, "") else int(number),
     )
+
+
+def _aware_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (e.g. 2026-12-06T10:00:00+00:00)")
+    return moment
 
 
 def _float_or_none(value: object) -> float | None:

@@ -17,9 +17,9 @@ from typing import Any
 from node.config import load_settings
 from node.db.config_store import ConfigStore
 from node.db.database import create_engine_for, migrate
+from node.pipeline.registry import PipelineRegistry
 from node.rules.book import RuleBook, RuleProblem, RuleProblemsError
 from node.rules.files import RulesDiff, dump_rules
-from node.pipeline.registry import PipelineRegistry
 
 
 def _rule_book(args: argparse.Namespace) -> RuleBook:

@@ -12,8 +12,8 @@ from node.db.errors import (
     JobStateError,
     LeaseLostError,
 )
-from node.db.models import JobStatus
 from node.db.jobs import Job, JobStore, JobTrigger
+from node.db.models import JobStatus
 
 __all__ = [
     "DatabaseSchemaError",

@@ -22,8 +22,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
-from node.errors import ConfigurationError
 from node.db.errors import DatabaseSchemaError
+from node.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The interface every destination implements, and the factory from configuration.
+"""The interface every destination implements (the kinds and their factory: :mod:`node.delivery.kinds`).
 
 A destination sends a job's result datasets and can test its connection. ``send`` either
 delivers every dataset or raises :class:`~node.errors.DeliveryError` with a message an admin can
@@ -15,10 +15,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from node.delivery.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
-from node.orthanc.client import OrthancClient
-
-__all__ = ["Delivered", "Destination", "TestOutcome", "from_config"]
+__all__ = ["Delivered", "Destination", "TestOutcome"]
 
 
 @dataclass(frozen=True)
@@ -56,18 +53,3 @@ class Destination(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-
-def from_config(config: DestinationConfig, orthanc_client: OrthancClient) -> Destination:
-    """The destination a configuration describes; ``orthanc_client`` serves ``this-orthanc``."""
-    # Imported here: the implementations import this module for the base class.
-    from node.delivery.dicom import DicomDestination
-    from node.delivery.dicomweb import DicomWebDestination
-    from node.delivery.this_orthanc import ThisOrthancDestination
-
-    if isinstance(config, ThisOrthancConfig):
-        return ThisOrthancDestination(config, orthanc_client)
-    if isinstance(config, DicomConfig):
-        return DicomDestination(config)
-    if isinstance(config, DicomWebConfig):
-        return DicomWebDestination(config)
-    raise TypeError(f"no destination for configuration type {type(config).__name__}")

@@ -16,19 +16,20 @@ from datetime import timedelta
 
 from pydantic import TypeAdapter, ValidationError
 
+from node import THIS_ORTHANC
 from node.config import DeliveryRetrySettings
-from node.delivery.base import Delivered, Destination, from_config
-from node.delivery.config import DestinationConfig, ThisOrthancConfig
-from node.delivery.retry import next_attempt_delay
-from node.errors import DeliveryError, NodeError
 from node.db.config_store import ConfigStore
-from node.delivery.queue import Delivery, DeliveryStore
 from node.db.errors import LeaseLostError
-from node.db.models import DeliveryStatus
 from node.db.jobs import JobStore
-from node.orthanc.client import OrthancClient
+from node.db.models import DeliveryStatus
+from node.delivery.base import Delivered, Destination
+from node.delivery.config import DestinationConfig, ThisOrthancConfig
+from node.delivery.kinds import from_config
+from node.delivery.queue import Delivery, DeliveryStore
+from node.delivery.retry import next_attempt_delay
 from node.delivery.staging import ResultFiles
-from node.rules.model import THIS_ORTHANC
+from node.errors import DeliveryError, NodeError
+from node.orthanc.client import OrthancClient
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,12 @@ class DeliverySender:
         except NodeError as error:
             return self._failed(delivery, str(error)), []
         except Exception as error:  # a destination bug fails this attempt, not the worker
-            log.exception("delivery %s to %s: unexpected error", delivery.id, delivery.destination)
-            return self._failed(delivery, f"internal error ({type(error).__name__}: {error})"), []
+            message = f"internal error ({type(error).__name__}: {error})"
+            return self._failed(delivery, message, unexpected=True), []
         try:
             done = self.deliveries.delivered(delivery.id, self.worker_id)
         except LeaseLostError as error:
-            log.warning("delivery %s: %s", delivery.id, error)
+            log.warning("delivery %s: %s", delivery.id, error, extra=_context(delivery))
             return self.deliveries.get(delivery.id), sent
         log.info(
             "delivery %s: %d objects of job %s sent to %s (attempt %d)",
@@ -118,6 +119,7 @@ class DeliverySender:
             job.id,
             delivery.destination,
             delivery.attempts,
+            extra=_context(delivery),
         )
         if all(d.status is DeliveryStatus.DELIVERED for d in self.deliveries.for_job(job.id)):
             self.files.remove(job.uid)
@@ -132,7 +134,9 @@ class DeliverySender:
         def beat() -> None:
             while not done.wait(self.lease_seconds / 3):
                 if not self.deliveries.heartbeat(delivery.id, self.worker_id, self.lease_seconds):
-                    log.warning("delivery %s: lease lost while sending", delivery.id)
+                    log.warning(
+                        "delivery %s: lease lost while sending", delivery.id, extra=_context(delivery)
+                    )
                     return
 
         thread = threading.Thread(target=beat, name=f"delivery-{delivery.id}-lease", daemon=True)
@@ -143,24 +147,30 @@ class DeliverySender:
             done.set()
             thread.join()
 
-    def _failed(self, delivery: Delivery, message: str) -> Delivery:
+    def _failed(self, delivery: Delivery, message: str, *, unexpected: bool = False) -> Delivery:
+        """Record a failed attempt; the one log line of it (with the traceback when unexpected)."""
+        context = _context(delivery)
         try:
             after = self.deliveries.failed_attempt(
                 delivery.id, self.worker_id, message, backoff=self._backoff
             )
         except LeaseLostError as error:
-            log.warning("delivery %s: %s", delivery.id, error)
+            log.warning("delivery %s: %s", delivery.id, error, extra=context)
             return self.deliveries.get(delivery.id)
         if after.status is DeliveryStatus.FAILED:
-            log.warning(
+            log.log(
+                logging.ERROR if unexpected else logging.WARNING,
                 "delivery %s to %s failed %d times; it stays failed until retried: %s",
                 delivery.id,
                 delivery.destination,
                 after.attempts,
                 message,
+                exc_info=unexpected,
+                extra=context,
             )
         else:
-            log.info(
+            log.log(
+                logging.ERROR if unexpected else logging.INFO,
                 "delivery %s to %s failed (attempt %d of %d), next try at %s: %s",
                 delivery.id,
                 delivery.destination,
@@ -168,6 +178,8 @@ class DeliverySender:
                 after.max_attempts,
                 after.next_attempt_at.isoformat(timespec="seconds"),
                 message,
+                exc_info=unexpected,
+                extra=context,
             )
         return after
 
@@ -175,3 +187,7 @@ class DeliverySender:
         return next_attempt_delay(
             attempt, base=self.retry.base_delay, factor=self.retry.factor, cap=self.retry.max_delay
         )
+
+
+def _context(delivery: Delivery) -> dict[str, object]:
+    return {"delivery_id": delivery.id, "destination": delivery.destination, "job_id": delivery.job_id}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from node.delivery.this_orthanc import part10_bytes
 from node.errors import DeliveryError
+from node.results.part10 import part10_bytes
 
 
 class ResultFiles:

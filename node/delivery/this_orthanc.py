@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
-import pydicom
 from pydicom.dataset import Dataset
 
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.config import ThisOrthancConfig
 from node.errors import OrthancError
 from node.orthanc.client import OrthancClient
-
-
-def part10_bytes(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
+from node.results.part10 import part10_bytes
 
 
 class ThisOrthancDestination(Destination):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from node.config import ResultKind, Settings
 from node.credentials import ADMIN_USER, credentials_path
-from node.errors import NodeError
-from node.orthanc.client import OrthancClient
 from node.devtools.samples import SampleName, ensure_sample
 from node.devtools.storescu import send_folder
+from node.errors import NodeError
+from node.orthanc.client import OrthancClient
 
 console = Console()
 
@@ -80,9 +80,9 @@ def print_job(job: dict[str, Any], client: OrthancClient, settings: Settings) ->
         table.add_row(segment["label"], f"{segment['volume_ml']:.1f}", mean)
     console.print(table)
     # only the kinds pipeline_settings.NAME.results lists are in the result
-    for kind in get_args(ResultKind):
+    for kind in ResultKind:
         if kind in result:
-            console.print(f"{kind.upper()} SOP Instance UID: {result[kind]['sop_instance_uid']}")
+            console.print(f"{kind.label} SOP Instance UID: {result[kind]['sop_instance_uid']}")
     timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in job["stage_timings"].items())
     console.print(f"Stages: {timings}")
     console.print(

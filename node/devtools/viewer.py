@@ -40,8 +40,8 @@ from werkzeug.wrappers import Request, Response
 
 from node.config import load_settings
 from node.credentials import basic_authorization, viewer_auth
-from node.errors import ConfigurationError, NodeError
 from node.devtools.npm import npm_pack
+from node.errors import ConfigurationError, NodeError
 
 #: The OHIF release the node is tested with (docs/viewer.md says what was checked).
 OHIF_PACKAGE = "@ohif/app"
@@ -184,7 +184,8 @@ def app_config() -> dict[str, Any]:
 def app_config_js() -> str:
     """``app-config.js``: :func:`app_config`, with same-origin ``/dicom-web`` roots."""
     return (
-        "/* Written by node/devtools/viewer.py: OHIF on the Orthanc AI node, DICOMweb proxied on this origin. */\n"
+        "/* Written by node/devtools/viewer.py: OHIF on the Orthanc AI node, DICOMweb proxied on this "
+        "origin. */\n"
         f"window.config = {json.dumps(app_config(), indent=2)};\n"
         "(function (root) {\n"
         "  for (const source of window.config.dataSources) {\n"

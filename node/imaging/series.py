@@ -1,4 +1,4 @@
-"""From DICOM instances to a validated :class:`~node.imaging.volume.Volume`, and series choice.
+"""From DICOM instances to a validated :class:`~node.imaging.volume.Volume`.
 
 Pure code: no network, no files. The worker downloads a series and hands the datasets here;
 everything that makes a series unusable as a 3D volume is found *before* a pipeline sees it and
@@ -13,24 +13,19 @@ coordinate system used throughout.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pydicom
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.uid import (
     UID,
-    CTImageStorage,
-    MRImageStorage,
-    PositronEmissionTomographyImageStorage,
 )
 
-from node.errors import InputSeriesError, NoMatchingSeriesError
+from node.errors import InputSeriesError
 from node.imaging.volume import Volume
-from node.pipeline.base import Orientation, SeriesCriteria
+from node.study.series import cosines_text, count_text
 
 #: Largest difference between two slices' direction cosines that still counts as one
 #: orientation. Scanners write Image Orientation (Patient) with 5 to 6 significant digits, so
@@ -50,16 +45,6 @@ SAME_POSITION_MM = 0.01
 #: normal line. 0.2 mm keeps such series usable and is far below any voxel size a pipeline
 #: measures with, while a missing slice, a second spacing or a gantry tilt is still caught.
 DEFAULT_SPACING_TOLERANCE_MM = 0.2
-
-#: A normal further than this from every patient axis is "oblique". Head scans are routinely
-#: angled along the AC-PC or orbitomeatal line by 10° to 25° and are still read as axial.
-OBLIQUE_LIMIT_DEGREES = 30.0
-
-#: Storage SOP classes that hold one cross-sectional slice per instance (PS3.4 B.5), the only
-#: kind :func:`build_volume` stacks. Enhanced (multi-frame) objects need a different reader.
-SINGLE_FRAME_SLICE_SOP_CLASSES = frozenset(
-    {CTImageStorage, MRImageStorage, PositronEmissionTomographyImageStorage}
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,7 +149,7 @@ def _check_single_frame(datasets: Sequence[pydicom.Dataset], label: str) -> None
         if (frames is not None and frames > 1) or "PerFrameFunctionalGroupsSequence" in ds:
             raise InputSeriesError(
                 f"{label} cannot be used as a volume: {_instance_label(ds)} is a multi-frame "
-                f"image ({_count(frames or 1, 'frame')}, SOP Class {_sop_class_name(ds)}), and "
+                f"image ({count_text(frames or 1, 'frame')}, SOP Class {_sop_class_name(ds)}), and "
                 "only series of single-frame slices are supported."
             )
         samples = _int_or_none(ds.get("SamplesPerPixel"))
@@ -220,8 +205,8 @@ def _orientation(
         other = datasets[int(differing[0])]
         raise InputSeriesError(
             f"{label} cannot be used as a volume: its slices have more than one orientation "
-            f"(Image Orientation (Patient) {_cosines_text(reference)} in "
-            f"{_instance_label(datasets[0])}, {_cosines_text(cosines[differing[0]])} in "
+            f"(Image Orientation (Patient) {cosines_text(reference)} in "
+            f"{_instance_label(datasets[0])}, {cosines_text(cosines[differing[0]])} in "
             f"{_instance_label(other)}); it may mix planes such as a localizer and axial slices."
         )
     row, column = reference[:3], reference[3:]
@@ -234,7 +219,7 @@ def _orientation(
     ):
         raise InputSeriesError(
             f"{label} cannot be used as a volume: its Image Orientation (Patient) "
-            f"{_cosines_text(reference)} is not two orthogonal unit vectors."
+            f"{cosines_text(reference)} is not two orthogonal unit vectors."
         )
     row = row / np.linalg.norm(row)
     column = column / np.linalg.norm(column)
@@ -273,7 +258,7 @@ def _slice_spacing(
     if duplicate.size:
         k = int(duplicate[0])
         raise InputSeriesError(
-            f"{label} cannot be used as a volume: {_count(duplicate.size, 'pair')} of slices "
+            f"{label} cannot be used as a volume: {count_text(duplicate.size, 'pair')} of slices "
             f"share a position (first {_instance_label(datasets[k])} and "
             f"{_instance_label(datasets[k + 1])}, both at {along[k]:.2f} mm along the slice "
             "normal); the series may hold several echoes, phases or acquisitions."
@@ -341,133 +326,6 @@ def _rescaled_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Series selection
-# --------------------------------------------------------------------------------------------
-
-
-class SlicePlane(enum.StrEnum):
-    """The anatomical plane of a slice, from the dominant component of its normal."""
-
-    AXIAL = "axial"
-    CORONAL = "coronal"
-    SAGITTAL = "sagittal"
-    OBLIQUE = "oblique"
-
-
-@dataclass(frozen=True)
-class SeriesSummary:
-    """What the worker knows about a series before downloading pixels (from Orthanc's tags)."""
-
-    series_instance_uid: str
-    modality: str
-    instance_count: int
-    #: Image Orientation (Patient) of one instance; None when the series has none
-    image_orientation: tuple[float, ...] | None
-    sop_class_uid: str | None
-    series_description: str = ""
-    series_number: int | None = None
-    #: Body Part Examined (0018,0015), upper case; None when absent
-    body_part: str | None = None
-    #: Slice Thickness (0018,0050) in mm; None when absent
-    slice_thickness_mm: float | None = None
-
-    def label(self) -> str:
-        """How messages name the series, e.g. ``series 1.2.3 (MR, 1 instance, number 4)``."""
-        parts = [self.modality or "no modality", _count(self.instance_count, "instance")]
-        if self.series_number is not None:
-            parts.append(f"number {self.series_number}")
-        if self.series_description:
-            parts.append(f'"{self.series_description}"')
-        return f"series {self.series_instance_uid} ({', '.join(parts)})"
-
-
-def classify_orientation(iop: Sequence[float]) -> SlicePlane:
-    """Name the plane of Image Orientation (Patient) ``iop`` by its normal's largest component.
-
-    The normal (row × column) along L/R is sagittal, along A/P coronal, along H/F axial; a
-    normal more than :data:`OBLIQUE_LIMIT_DEGREES` from all three axes is oblique.
-    """
-    if len(iop) != 6:
-        raise InputSeriesError(
-            f"Image Orientation (Patient) must have 6 values, got {len(iop)}: {list(iop)}."
-        )
-    cosines = np.asarray(iop, dtype=float)
-    normal = np.cross(cosines[:3], cosines[3:])
-    length = float(np.linalg.norm(normal))
-    if not math.isfinite(length) or length < 0.5:
-        raise InputSeriesError(
-            f"Image Orientation (Patient) {_cosines_text(cosines)} is not two orthogonal unit "
-            "vectors, so it has no slice normal."
-        )
-    components = np.abs(normal) / length
-    dominant = int(components.argmax())
-    if components[dominant] < math.cos(math.radians(OBLIQUE_LIMIT_DEGREES)):
-        return SlicePlane.OBLIQUE
-    return (SlicePlane.SAGITTAL, SlicePlane.CORONAL, SlicePlane.AXIAL)[dominant]
-
-
-def matches(summary: SeriesSummary, criteria: SeriesCriteria) -> list[str]:
-    """Return why ``summary`` does not meet ``criteria``; an empty list means it does."""
-    reasons = []
-    if summary.modality not in criteria.modalities:
-        wanted = " or ".join(sorted(criteria.modalities)) or "no modality at all"
-        reasons.append(f"modality {summary.modality or '(none)'} is not {wanted}")
-    if summary.instance_count < criteria.min_slices:
-        reasons.append(f"fewer than {criteria.min_slices} slices")
-    if summary.sop_class_uid is not None and summary.sop_class_uid not in SINGLE_FRAME_SLICE_SOP_CLASSES:
-        reasons.append(f"{UID(summary.sop_class_uid).name} is not a single-frame CT, MR or PET image")
-    if criteria.orientation is Orientation.AXIAL:
-        if summary.image_orientation is None:
-            reasons.append("orientation unknown (no Image Orientation (Patient))")
-        else:
-            try:
-                plane = classify_orientation(summary.image_orientation)
-            except InputSeriesError:
-                reasons.append("its Image Orientation (Patient) is invalid")
-            else:
-                if plane is not SlicePlane.AXIAL:
-                    reasons.append(f"{plane.value}, not axial")
-    reasons += criteria.unmet_details(
-        body_part=summary.body_part, slice_thickness_mm=summary.slice_thickness_mm
-    )
-    return reasons
-
-
-def select_series(candidates: Sequence[SeriesSummary], criteria: SeriesCriteria) -> SeriesSummary:
-    """Pick the series a pipeline runs on: among those matching ``criteria``, the one with the
-    most instances (then the lowest series number, then the UID, so the choice is repeatable).
-
-    Raises :class:`~node.errors.NoMatchingSeriesError` listing why each series was rejected.
-    """
-    matching = [summary for summary in candidates if not matches(summary, criteria)]
-    if matching:
-        return min(
-            matching,
-            key=lambda s: (
-                -s.instance_count,
-                s.series_number if s.series_number is not None else math.inf,
-                s.series_instance_uid,
-            ),
-        )
-    wanted = _criteria_text(criteria)
-    if not candidates:
-        raise NoMatchingSeriesError(f"No series matches {wanted}: the study has no series.")
-    rejections = "; ".join(
-        f"{summary.label()}: {', '.join(matches(summary, criteria))}" for summary in candidates
-    )
-    raise NoMatchingSeriesError(f"No series matches {wanted}: {rejections}.")
-
-
-def _criteria_text(criteria: SeriesCriteria) -> str:
-    parts = [" or ".join(sorted(criteria.modalities)) or "any modality"]
-    if criteria.min_slices > 1:
-        parts.append(f"at least {criteria.min_slices} slices")
-    if criteria.orientation is not Orientation.ANY:
-        parts.append(criteria.orientation.value)
-    return f"the criteria ({', '.join(parts)})"
-
-
-# --------------------------------------------------------------------------------------------
 # Message helpers
 # --------------------------------------------------------------------------------------------
 
@@ -529,10 +387,6 @@ def _triple(vector: np.ndarray) -> tuple[float, float, float]:
     return (float(vector[0]), float(vector[1]), float(vector[2]))
 
 
-def _cosines_text(cosines: np.ndarray) -> str:
-    return "\\".join(f"{c:.4g}" for c in cosines)
-
-
 def _spacings_text(gaps: np.ndarray) -> str:
     distinct = sorted({round(float(g), 2) for g in gaps})
     shown = [f"{g:.2f}" for g in distinct[:6]]
@@ -546,7 +400,3 @@ def _listing(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

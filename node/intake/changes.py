@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from node.db.jobs import JobTrigger
 from node.errors import OrthancError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class StateStore(Protocol):
 
 GetJson = Callable[[str], Any]
 #: called with (Orthanc study id, trigger); raising stops the batch so the change is retried
-OnStudyReady = Callable[[str, str], None]
+OnStudyReady = Callable[[str, JobTrigger], None]
 
 
 class ChangeFollower:
@@ -74,7 +75,7 @@ class ChangeFollower:
         if kind == "NewStudy":
             self.pending.setdefault(resource, int(change["Seq"]))
         elif kind == "StableStudy":
-            self._on_study_ready(resource, "stable-study")
+            self._on_study_ready(resource, JobTrigger.STABLE_STUDY)
             self.pending.pop(resource, None)
         elif kind == "Deleted" and change.get("ResourceType") == "Study":
             self.pending.pop(resource, None)
@@ -91,14 +92,18 @@ class ChangeFollower:
             try:
                 study = self._get_json(f"/studies/{study_id}")
             except OrthancError:
-                log.info("study %s no longer in Orthanc; forgetting it", study_id)
+                log.info("study %s no longer in Orthanc; forgetting it", study_id, extra={"action": "follow"})
                 self.pending.pop(study_id)
                 self._save_cursor()
                 continue
             if not study.get("IsStable", True) or not self._old_enough(study.get("LastUpdate")):
                 continue
-            log.info("study %s became stable while the node was down; routing it now", study_id)
-            self._on_study_ready(study_id, "replay")
+            log.info(
+                "study %s became stable while the node was down; routing it now",
+                study_id,
+                extra={"action": "replay"},
+            )
+            self._on_study_ready(study_id, JobTrigger.REPLAY)
             self.pending.pop(study_id)
             self._save_cursor()
 

@@ -3,7 +3,7 @@ Runs in the plugin, on the change follower's thread.
 
 The rules are read from the job database on every study, so an edit in the console applies to
 the next study without a restart. The loop guard comes first (the node's own output is never a
-rule's input: :meth:`node.intake.plan.StudySummary.rule_view`). A rule that requires series the
+rule's input: :meth:`node.study.summary.StudySummary.rule_view`). A rule that requires series the
 study lacks parks the study in :mod:`node.db.waits` until they arrive, its wait ends, or an
 admin forces the study complete.
 """
@@ -14,15 +14,17 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from node.errors import OrthancError
+from node import THIS_ORTHANC
 from node.db.config_store import ConfigStore, SubjectType
+from node.db.jobs import Job, JobStore, JobTrigger
 from node.db.models import WaitStatus
-from node.db.jobs import Job, JobStore
 from node.db.waits import StudyWait, StudyWaitStore
-from node.intake.plan import PlannedJob, RoutingPlan, StudySummary, plan_jobs
-from node.rules.files import rules_from_documents
-from node.rules.model import THIS_ORTHANC, OnTimeout, Rule
+from node.errors import OrthancError
+from node.intake.plan import PlannedJob, RoutingPlan, plan_jobs
 from node.pipeline.registry import PipelineRegistry
+from node.rules.files import rules_from_documents
+from node.rules.model import OnTimeout, Rule
+from node.study.summary import StudySummary
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class Intake:
 
     # -- studies ------------------------------------------------------------------------------
 
-    def study_ready(self, study_id: str, trigger: str) -> list[Job]:
+    def study_ready(self, study_id: str, trigger: JobTrigger) -> list[Job]:
         """Queue the jobs the rules ask for; jobs that exist already are not queued again."""
         study = self.summarize(study_id)
         plan = plan_jobs(study, self.rules(), self.registry)
@@ -97,6 +99,7 @@ class Intake:
                     ", ".join(wait.check.missing),
                     wait.rule.name,
                     stored.deadline.isoformat(timespec="seconds"),
+                    extra={"action": "wait", "study_instance_uid": study.study_instance_uid},
                 )
         for rule in plan.complete_rules:
             self.waits.end(study.orthanc_id, rule.name, WaitStatus.QUEUED, "the required series arrived")
@@ -116,7 +119,12 @@ class Intake:
             try:
                 queued += self._end_wait(wait, rules.get(wait.rule))
             except OrthancError as error:
-                log.warning("study %s: its wait could not be ended yet: %s", wait.study_instance_uid, error)
+                log.warning(
+                    "study %s: its wait could not be ended yet: %s",
+                    wait.study_instance_uid,
+                    error,
+                    extra={"action": "wait", "study_instance_uid": wait.study_instance_uid},
+                )
         return queued
 
     def _end_wait(self, wait: StudyWait, rule: Rule | None) -> list[Job]:
@@ -139,10 +147,14 @@ class Intake:
             )
             if ended is not None:
                 log.info(
-                    "study %s skipped by rule %s: %s missing", wait.study_instance_uid, rule.name, missing
+                    "study %s skipped by rule %s: %s missing",
+                    wait.study_instance_uid,
+                    rule.name,
+                    missing,
+                    extra={"action": "skip", "study_instance_uid": wait.study_instance_uid},
                 )
             return []
-        jobs = self._run_rules(wait.orthanc_study_id, [rule], "wait-timeout")
+        jobs = self._run_rules(wait.orthanc_study_id, [rule], JobTrigger.WAIT_TIMEOUT)
         self.waits.end(
             wait.orthanc_study_id,
             wait.rule,
@@ -157,7 +169,7 @@ class Intake:
         study = self.summarize(study_id)
         rules = self.rules()
         jobs = self._enqueue(
-            study, plan_jobs(study, rules, self.registry, ignore_requirements=True), "forced"
+            study, plan_jobs(study, rules, self.registry, ignore_requirements=True), JobTrigger.FORCED
         )
         ended = [
             wait.rule
@@ -193,13 +205,18 @@ class Intake:
                 planned.pipeline.name,
                 ", ".join(sorted(set(planned.destinations) - set(existing.destinations))),
                 existing.id,
+                extra={
+                    "action": "route",
+                    "study_instance_uid": study.study_instance_uid,
+                    "job_id": existing.id,
+                },
             )
 
-    def _run_rules(self, study_id: str, rules: list[Rule], trigger: str) -> list[Job]:
+    def _run_rules(self, study_id: str, rules: list[Rule], trigger: JobTrigger) -> list[Job]:
         study = self.summarize(study_id)
         return self._enqueue(study, plan_jobs(study, rules, self.registry, ignore_requirements=True), trigger)
 
-    def _enqueue(self, study: StudySummary, plan: RoutingPlan, trigger: str) -> list[Job]:
+    def _enqueue(self, study: StudySummary, plan: RoutingPlan, trigger: JobTrigger) -> list[Job]:
         queued = []
         for planned in plan.jobs:
             job = self.store.enqueue(
@@ -218,11 +235,17 @@ class Intake:
             else:
                 self._add_routing(study, planned)
         for problem in plan.problems:
-            log.warning("study %s: %s", study.study_instance_uid, problem)
+            log.warning(
+                "study %s: %s",
+                study.study_instance_uid,
+                problem,
+                extra={"action": "route", "study_instance_uid": study.study_instance_uid},
+            )
         log.info(
             "routed study %s (%s): %s",
             study.study_instance_uid,
             trigger,
             ", ".join(f"job {job.id} {job.pipeline_name}" for job in queued) or "no new job",
+            extra={"action": "route", "study_instance_uid": study.study_instance_uid},
         )
         return queued

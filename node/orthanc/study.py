@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from node.imaging.series import SeriesSummary
-from node.intake.plan import StudySeries, StudySummary
 from node.study.attributes import from_orthanc_tags
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
 
 GetJson = Callable[[str], Any]
 

@@ -24,6 +24,11 @@ import numpy as np
 
 from node.imaging.volume import Volume
 
+# Part of the contract, so pipeline authors import them from here; they live with the series
+# summaries they are matched against (routing needs them without the rest of the contract).
+from node.study.criteria import Orientation as Orientation
+from node.study.criteria import SeriesCriteria as SeriesCriteria
+
 
 @dataclass(frozen=True)
 class Code:
@@ -34,63 +39,11 @@ class Code:
     meaning: str
 
 
-class Orientation(enum.Enum):
-    """The slice orientation a pipeline accepts."""
-
-    AXIAL = "axial"
-    ANY = "any"
-
-
 class Measurement(enum.Enum):
     """Measurements the node computes for a segment and writes into the TID 1500 SR."""
 
     VOLUME = "volume"  # millilitres
     MEAN_INTENSITY = "mean"  # in the volume's units (Hounsfield units for CT)
-
-
-@dataclass(frozen=True)
-class SeriesCriteria:
-    """What a series must be for a pipeline to run on it.
-
-    ``body_parts`` are Body Part Examined (0018,0015) defined terms (PS3.16 Annex L, e.g.
-    ``HEAD``, ``CHEST``), compared case-insensitively; empty accepts any (and a series
-    without the attribute). ``slice_thickness_mm`` is an inclusive range of Slice Thickness
-    (0018,0050); ``None`` accepts any.
-    """
-
-    modalities: frozenset[str]
-    min_slices: int = 1
-    orientation: Orientation = Orientation.ANY
-    body_parts: frozenset[str] = frozenset()
-    slice_thickness_mm: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.min_slices, bool) or not isinstance(self.min_slices, int) or self.min_slices < 1:
-            raise ValueError(f"SeriesCriteria min_slices is {self.min_slices!r}; it must be an integer ≥ 1")
-        if self.slice_thickness_mm is not None:
-            low, high = self.slice_thickness_mm
-            if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
-                raise ValueError(
-                    f"SeriesCriteria slice_thickness_mm is {self.slice_thickness_mm!r}; it must be "
-                    "(minimum, maximum) in millimetres with 0 ≤ minimum ≤ maximum"
-                )
-        object.__setattr__(self, "body_parts", frozenset(part.upper() for part in self.body_parts))
-
-    def unmet_details(self, *, body_part: str | None, slice_thickness_mm: float | None) -> list[str]:
-        """Why a series' Body Part Examined and Slice Thickness fail these criteria (empty: they
-        meet them). Modality, slice count and orientation are checked by
-        :func:`node.imaging.series.matches`."""
-        reasons = []
-        if self.body_parts and (body_part or "").strip().upper() not in self.body_parts:
-            wanted = " or ".join(sorted(self.body_parts))
-            reasons.append(f"body part {body_part or '(none)'} is not {wanted}")
-        if self.slice_thickness_mm is not None:
-            low, high = self.slice_thickness_mm
-            if slice_thickness_mm is None:
-                reasons.append("slice thickness unknown (no Slice Thickness)")
-            elif not low <= slice_thickness_mm <= high:
-                reasons.append(f"slice thickness {slice_thickness_mm:g} mm is outside {low:g}–{high:g} mm")
-        return reasons
 
 
 # --------------------------------------------------------------------------------------------

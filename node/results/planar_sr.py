@@ -21,10 +21,10 @@ from skimage.measure import approximate_polygon, find_contours
 
 from node.errors import ResultValidationError
 from node.imaging.volume import Volume
+from node.pipeline.base import Measurement, SegmentSpec
 from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, coded_concept, order_source_images
 from node.results.sr import MILLILITER, VOLUME, measurement_report_document
-from node.pipeline.base import Measurement, SegmentSpec
 
 #: Series Number (0020,0011) of a new planar SR series: the number docs/conformance.md lists.
 DEFAULT_PLANAR_SR_SERIES_NUMBER = 9903

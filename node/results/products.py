@@ -12,14 +12,15 @@ A pipeline's ``results`` setting (``pipeline_settings: {NAME: {results: [...]}}`
   bytes a pixel against a 16-bit source's 2, so it adds 1.5 times the series' size and is off
   by default.
 
-Each object gets its own new series; its UIDs come from ``uid(purpose)``, which the worker
-derives from the job so a re-run attempt writes the same objects.
+Each object gets its own new series; its UIDs and creation time come from a
+:class:`~node.results.identity.ResultIdentity`, which the worker derives from the job so a
+re-run attempt writes the same objects.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -27,13 +28,14 @@ from pydicom.dataset import Dataset
 from node.config import ResultKind, result_kinds_problem
 from node.errors import ConfigurationError
 from node.imaging.volume import Volume
+from node.pipeline.base import Pipeline, PipelineResult
+from node.results.identity import ResultIdentity
 from node.results.measure import SegmentMeasurements, validated_masks
 from node.results.planar_sr import build_planar_measurement_report, has_outline
 from node.results.secondary_capture import build_secondary_captures
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation, segment_tracking_uid
 from node.results.sr import build_measurement_report
 from node.timing import StageTimer
-from node.pipeline.base import Pipeline, PipelineResult
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,8 @@ class ResultInputs:
 
 @dataclass(frozen=True, eq=False)
 class ResultObject:
-    #: short name used in job results and messages, the result kind in upper case: "SEG",
-    #: "SR", "PLANAR-SR", "SECONDARY-CAPTURE" (one object per image of that series)
-    kind: str
+    #: what it is; a secondary capture is one object per image of its series
+    kind: ResultKind
     dataset: Dataset
 
 
@@ -72,7 +73,7 @@ def build_result_objects(
     inputs: ResultInputs,
     *,
     kinds: Sequence[ResultKind],
-    uid: Callable[[str], str],
+    identity: ResultIdentity,
     timer: StageTimer,
 ) -> list[ResultObject]:
     """The result objects named in ``kinds``: SEG, SR (references SEG), planar SR, SC images.
@@ -82,12 +83,13 @@ def build_result_objects(
     """
     check_result_kinds(kinds)
     wanted = set(kinds)
+    uid = identity.uid
     pipeline = inputs.pipeline
     algorithm = AlgorithmInfo.from_pipeline(pipeline)
     masks = validated_masks(inputs.volume, pipeline.segments, inputs.output)
     seg_instance_uid = uid("seg-instance")
     objects: list[ResultObject] = []
-    if "seg" in wanted:
+    if ResultKind.SEG in wanted:
         with timer.stage("seg"):
             seg = build_segmentation(
                 source_images=inputs.source_images,
@@ -99,8 +101,13 @@ def build_result_objects(
                 series_instance_uid=uid("seg-series"),
                 sop_instance_uid=seg_instance_uid,
             )
-        objects.append(ResultObject("SEG", seg))
-        if "sr" in wanted:
+        # highdicom draws this UID at random; derived, so the same job writes the same SEG
+        organization = uid("seg-dimension-organization")
+        seg.DimensionOrganizationSequence[0].DimensionOrganizationUID = organization
+        for index in seg.DimensionIndexSequence:
+            index.DimensionOrganizationUID = organization
+        objects.append(ResultObject(ResultKind.SEG, seg))
+        if ResultKind.SR in wanted:
             with timer.stage("sr"):
                 sr = build_measurement_report(
                     source_images=inputs.source_images,
@@ -114,8 +121,8 @@ def build_result_objects(
                     sop_instance_uid=uid("sr-instance"),
                     pipeline_result=inputs.output,
                 )
-            objects.append(ResultObject("SR", sr))
-    if "planar-sr" in wanted:
+            objects.append(ResultObject(ResultKind.SR, sr))
+    if ResultKind.PLANAR_SR in wanted:
         if has_outline(masks):
             with timer.stage("planar-sr"):
                 planar = build_planar_measurement_report(
@@ -135,12 +142,12 @@ def build_result_objects(
                     series_instance_uid=uid("planar-sr-series"),
                     sop_instance_uid=uid("planar-sr-instance"),
                 )
-            objects.append(ResultObject("PLANAR-SR", planar))
+            objects.append(ResultObject(ResultKind.PLANAR_SR, planar))
         else:
             log.info(
                 "no planar SR for %s: every segment is empty, there is nothing to outline", pipeline.name
             )
-    if "secondary-capture" in wanted:
+    if ResultKind.SECONDARY_CAPTURE in wanted:
         with timer.stage("secondary-capture"):
             captures = build_secondary_captures(
                 source_images=inputs.source_images,
@@ -153,5 +160,7 @@ def build_result_objects(
                 series_instance_uid=uid("sc-series"),
                 sop_instance_uids=[uid(f"sc-instance-{k}") for k in range(inputs.volume.shape[0])],
             )
-        objects.extend(ResultObject("SECONDARY-CAPTURE", image) for image in captures)
+        objects.extend(ResultObject(ResultKind.SECONDARY_CAPTURE, image) for image in captures)
+    for obj in objects:
+        identity.stamp(obj.dataset)
     return objects

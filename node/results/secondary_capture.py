@@ -30,9 +30,9 @@ from scipy import ndimage
 
 from node.errors import ResultValidationError
 from node.imaging.volume import Volume
+from node.pipeline.base import SegmentSpec
 from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, order_source_images
-from node.pipeline.base import SegmentSpec
 
 #: Series Number (0020,0011) of a new secondary-capture series: the number docs/conformance.md lists.
 DEFAULT_SC_SERIES_NUMBER = 9904

@@ -22,8 +22,8 @@ from pydicom.uid import generate_uid
 from node import MANUFACTURER, __version__
 from node.errors import ConfigurationError, InputSeriesError, NodeError, PipelineError
 from node.imaging.volume import Volume
-from node.results.measure import validated_masks
 from node.pipeline.base import Code, Pipeline, PipelineResult, SegmentSpec
+from node.results.measure import validated_masks
 
 #: Series Number (0020,0011) of a new SEG series: the number docs/conformance.md lists.
 DEFAULT_SEG_SERIES_NUMBER = 9901

@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from node.errors import PipelineError, ResultValidationError
 from node.imaging.volume import Volume
+from node.pipeline.base import Finding, Measurement, PipelineResult, SegmentSpec
 from node.results.measure import SegmentMeasurements
 from node.results.seg import (
     AlgorithmInfo,
@@ -24,7 +25,6 @@ from node.results.seg import (
     coded_concept,
     order_source_images,
 )
-from node.pipeline.base import Finding, Measurement, PipelineResult, SegmentSpec
 
 #: Series Number (0020,0011) of a new SR series: the number docs/conformance.md lists.
 DEFAULT_SR_SERIES_NUMBER = 9902

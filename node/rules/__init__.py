@@ -2,28 +2,23 @@
 
 Pure code — no database, no network: :mod:`~node.rules.model` defines a :class:`Rule`,
 :mod:`~node.study.attributes` turns DICOM headers or Orthanc tags into the typed values
-conditions see, :mod:`~node.rules.engine` compiles, evaluates and explains conditions, and
+conditions see, :mod:`~node.rules.condition` compiles, evaluates and explains conditions, and
 :mod:`~node.rules.files` exports, imports and compares rules as YAML. The one exception,
 :mod:`~node.rules.book`, checks the stored rules against the installed pipelines and the
 destinations, and imports a rules file into the job database (the REST API and the CLI share it).
 """
 
-from node.rules.engine import (
+from node.rules.condition import (
     ClauseResult,
     InvalidConditionError,
     InvalidRuleError,
-    RuleMatch,
-    Verdict,
     compile_condition,
     explain,
-    match_rule,
-    match_rules,
-    order_rules,
 )
-from node.rules.model import THIS_ORTHANC, Level, Priority, Rule
+from node.rules.matching import RuleMatch, Verdict, match_rule, match_rules, order_rules
+from node.rules.model import Level, Priority, Rule
 
 __all__ = [
-    "THIS_ORTHANC",
     "ClauseResult",
     "InvalidConditionError",
     "InvalidRuleError",

@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from node.errors import InvalidRuleError
+from node import THIS_ORTHANC
 from node.db.config_store import ConfigStore, StoredRule
-from node.rules.engine import InvalidConditionError
+from node.errors import InvalidRuleError
+from node.rules.condition import InvalidConditionError
 from node.rules.files import RulesDiff, RulesFileError, diff_rules, load_rules
-from node.rules.model import THIS_ORTHANC, Rule
+from node.rules.model import Rule
 
 
 @dataclass(frozen=True)

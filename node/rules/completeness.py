@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.study.attributes import StudyAttributes
-from node.rules.engine import holds
+from node.rules.condition import holds
 from node.rules.model import Rule
+from node.study.attributes import StudyAttributes
 
 
 @dataclass(frozen=True)

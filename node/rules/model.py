@@ -2,7 +2,7 @@
 send the results to destinations.
 
 A :class:`Rule` is validated when it is built: its condition is compiled (see
-:mod:`node.rules.engine`), so an invalid rule is refused when it is saved or imported, with the
+:mod:`node.rules.condition`), so an invalid rule is refused when it is saved or imported, with the
 parser's message and the line and column of the problem.
 """
 
@@ -15,10 +15,8 @@ from typing import Annotated
 import rule_engine
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from node.rules.engine import InvalidConditionError, compile_condition
-
-#: The destination that stores results back into the node's own Orthanc.
-THIS_ORTHANC = "this-orthanc"
+from node import THIS_ORTHANC
+from node.rules.condition import InvalidConditionError, compile_condition
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")]
 

@@ -13,20 +13,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from node import __version__
-from node.errors import NodeError, NoMatchingSeriesError, OrthancError, PipelineError
-from node.imaging.series import select_series
-from node.intake.handoff import Intake
 from node.db.config_store import SubjectType
-from node.delivery.queue import DeliveryStore
 from node.db.errors import JobNotFoundError, JobStateError
+from node.db.jobs import WORKER_STATE_PREFIX, Job, JobTrigger
 from node.db.models import JobStatus, WaitStatus
-from node.db.jobs import WORKER_STATE_PREFIX, Job
-from node.intake.plan import RoutingPlan, StudySummary, plan_jobs
+from node.delivery.queue import DeliveryStore
+from node.errors import NodeError, NoMatchingSeriesError, OrthancError, PipelineError
+from node.intake.handoff import Intake
+from node.intake.plan import RoutingPlan, plan_jobs
+from node.pipeline.registry import PipelineRegistry
+from node.study.criteria import select_series
+from node.study.summary import StudySummary
 from node.web.http import ApiResponse
 from node.web.http import error as _error
 from node.web.params import MAX_PAGE, RequestError, page
 from node.web.routes import Operation, Route
-from node.pipeline.registry import PipelineRegistry
 
 #: workers report every few seconds (node.worker.REPORT_EVERY); silent longer than this, gone
 WORKER_SILENCE = timedelta(seconds=45)
@@ -322,7 +323,7 @@ class NodeApi:
             study_instance_uid=study.study_instance_uid,
             pipeline_name=name,
             pipeline_version=version,
-            trigger="manual",
+            trigger=JobTrigger.MANUAL,
             priority=0 if planned is None else planned.priority,
             destinations=None if planned is None else planned.destinations,
             rules=None if planned is None else planned.rules,

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.config import Settings
-from node.intake.handoff import Intake
 from node.delivery.queue import DeliveryStore
+from node.intake.handoff import Intake
 from node.web.access import AccessPolicy, access_routes
 from node.web.api import NodeApi
 from node.web.console import console_routes

@@ -13,9 +13,9 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 
 from node.db.common import to_iso
-from node.delivery.queue import DeliveryStore
-from node.db.models import DeliveryRow, DeliveryStatus, JobRow, JobStatus
 from node.db.jobs import JobStore
+from node.db.models import DeliveryRow, DeliveryStatus, JobRow, JobStatus
+from node.delivery.queue import DeliveryStore
 from node.web.http import ApiResponse, Request
 from node.web.params import answers
 from node.web.routes import Operation, Route

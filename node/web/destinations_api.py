@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
+from node import THIS_ORTHANC
+from node.db.common import to_iso
+from node.db.config_store import ConfigStore, StoredDestination, SubjectType, is_secret_key
 from node.delivery.base import Destination, TestOutcome
 from node.delivery.config import DestinationConfig, DicomConfig, DicomWebConfig, ThisOrthancConfig
 from node.errors import NodeError
-from node.db.common import to_iso
-from node.db.config_store import ConfigStore, StoredDestination, SubjectType, is_secret_key
-from node.rules.model import THIS_ORTHANC
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object, plural
 from node.web.routes import Operation, Route
@@ -195,22 +195,16 @@ class DestinationsApi:
     # -- internals --------------------------------------------------------------------------
 
     def _remote(self, config: DicomConfig | DicomWebConfig | ThisOrthancConfig) -> Destination:
-        # Imported here, as node.delivery.base.from_config does: they import pynetdicom
-        # and dicomweb-client, which only the Test action needs in this process.
-        from node.delivery.dicom import DicomDestination
-        from node.delivery.dicomweb import DicomWebDestination
+        if isinstance(config, ThisOrthancConfig):
+            raise RequestError(
+                409, f"the stored destination {config.name!r} is of the built-in type {config.type!r}"
+            )
+        # Imported here: the kinds import pynetdicom and dicomweb-client, which only the Test
+        # action needs in this process (Orthanc's).
+        from node.delivery.kinds import remote_from_config
 
-        if isinstance(config, DicomConfig):
-            return DicomDestination(
-                config.model_copy(update={"timeout": min(config.timeout, self.test_timeout)})
-            )
-        if isinstance(config, DicomWebConfig):
-            return DicomWebDestination(
-                config.model_copy(update={"timeout": min(config.timeout, self.test_timeout)})
-            )
-        raise RequestError(
-            409, f"the stored destination {config.name!r} is of the built-in type {config.type!r}"
-        )
+        capped = config.model_copy(update={"timeout": min(config.timeout, self.test_timeout)})
+        return remote_from_config(capped)
 
     def _test_this_orthanc(self) -> TestOutcome:
         # In the plugin, this Orthanc is reached in-process (RestApiGet), not over HTTP.

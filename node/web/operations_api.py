@@ -7,10 +7,10 @@ trail with who did it, so "why did this study go out twice?" has an answer.
 from __future__ import annotations
 
 from node.db.config_store import ConfigStore, SubjectType
-from node.delivery.queue import DeliveryStore
 from node.db.errors import DeliveryNotFoundError, DeliveryStateError, JobNotFoundError, JobStateError
-from node.db.models import DeliveryStatus
 from node.db.jobs import JobStore
+from node.db.models import DeliveryStatus
+from node.delivery.queue import DeliveryStore
 from node.web.api import job_audit_details
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, page, path_id

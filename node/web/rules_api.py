@@ -13,13 +13,13 @@ from typing import Any
 
 from node.db.common import to_iso
 from node.db.config_store import ConfigStore, StoredRule
+from node.pipeline.registry import PipelineRegistry
 from node.rules.book import InvalidImportError, InvalidStoredRuleError, RuleBook, RuleProblem
 from node.rules.files import dump_rules
 from node.rules.model import Rule
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, flag, json_object, plural
 from node.web.routes import Operation, Route
-from node.pipeline.registry import PipelineRegistry
 
 YAML = "application/yaml"
 

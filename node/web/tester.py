@@ -22,20 +22,21 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from node.errors import NodeError
-from node.imaging.series import SeriesSummary
 from node.db.config_store import ConfigStore
-from node.intake.plan import StudySeries, StudySummary, plan_jobs
-from node.study.attributes import study_from_datasets
+from node.errors import NodeError
+from node.intake.plan import plan_jobs
+from node.pipeline.registry import PipelineRegistry
 from node.rules.book import model_problems
 from node.rules.completeness import check_completeness
-from node.rules.engine import match_rule, order_rules
+from node.rules.matching import match_rule, order_rules
 from node.rules.model import Rule
+from node.study.attributes import study_from_datasets
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
 from node.web.http import ApiResponse, Request
 from node.web.params import RequestError, answers, json_object
 from node.web.routes import Operation, Route
 from node.web.rules_api import RulesApi, problems_json
-from node.pipeline.registry import PipelineRegistry
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/form-data"

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from node.errors import ConfigurationError
 from node.devtools.samples import SampleName, copy_with_new_uids
 from node.devtools.viewer import ensure_ohif
+from node.errors import ConfigurationError
 from tests.integration.node_fixture import RunningNode, free_port, make_node, wait_until_ready
 from tests.requirements import (
     REPOSITORY,

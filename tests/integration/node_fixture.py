@@ -18,8 +18,8 @@ import yaml
 
 from node.credentials import Role, add_user, ensure_credentials, load_credentials
 from node.devtools.demo import first_study_uid
-from node.orthanc.client import OrthancClient
 from node.devtools.storescu import send_folder
+from node.orthanc.client import OrthancClient
 
 
 def free_port() -> int:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pydicom
 import requests
 
-from node.delivery.base import Destination, from_config
+from node.delivery.base import Destination
 from node.delivery.config import DicomConfig, TlsConfig
+from node.delivery.kinds import from_config
 from node.orthanc.client import OrthancClient
 from tests.integration.node_fixture import answers_http, free_port, wait_until_ready
 from tests.requirements import require_or_skip

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from node.delivery.base import Destination, from_config
+from node.delivery.base import Destination
 from node.delivery.config import (
     BasicAuth,
     DicomConfig,
@@ -29,6 +29,7 @@ from node.delivery.config import (
     TlsConfig,
 )
 from node.delivery.dicom import STORE_REFUSED_OUT_OF_RESOURCES
+from node.delivery.kinds import from_config
 from node.errors import DeliveryError
 from node.orthanc.client import OrthancClient
 from tests.factories import make_series

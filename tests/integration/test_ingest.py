@@ -8,8 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.orthanc.study import summarize_study
 from node.intake.plan import route
+from node.orthanc.study import summarize_study
 from node.pipeline.registry import PipelineRegistry
 from tests.integration.node_fixture import RunningNode
 from tests.requirements import require_or_skip, sample_series

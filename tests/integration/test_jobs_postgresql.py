@@ -17,8 +17,8 @@ from sqlalchemy import text
 
 from node.db import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
 from node.db.database import alembic_config
-from node.delivery.queue import DeliveryStore
 from node.db.models import Base
+from node.delivery.queue import DeliveryStore
 from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
 from tests.job_processes import (
     claim_in_processes,

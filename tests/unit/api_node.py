@@ -15,18 +15,18 @@ from typing import Any
 from pydicom.uid import CTImageStorage, SegmentationStorage
 
 from node.config import Settings
-from node.errors import OrthancError
-from node.imaging.series import SeriesSummary
-from node.intake.handoff import Intake
 from node.db.config_store import ConfigStore
 from node.db.database import create_engine_for, migrate
-from node.delivery.queue import DeliveryStore
 from node.db.jobs import JobStore
-from node.intake.plan import StudySeries, StudySummary
+from node.delivery.queue import DeliveryStore
+from node.errors import OrthancError
+from node.intake.handoff import Intake
+from node.pipeline.registry import PipelineRegistry
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
 from node.web.app import NodeContext, build_routes
 from node.web.http import ApiResponse, Request
 from node.web.routes import RouteTable
-from node.pipeline.registry import PipelineRegistry
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from pydicom.uid import CTImageStorage
 
-from node.errors import OrthancError
-from node.imaging.series import SeriesSummary
-from node.intake.handoff import Intake
 from node.db.database import migrate
-from node.db.jobs import JobStore
-from node.intake.plan import StudySeries, StudySummary
-from node.web.api import NodeApi
+from node.db.jobs import JobStore, JobTrigger
+from node.errors import OrthancError
+from node.intake.handoff import Intake
 from node.pipeline.registry import PipelineRegistry
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
+from node.web.api import NodeApi
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -63,8 +63,8 @@ def test_pipelines_describe_segments_with_codes(api: NodeApi) -> None:
 
 
 def test_stable_study_queues_one_job_once(api: NodeApi) -> None:
-    assert len(api.intake.study_ready("study-1", "stable-study")) == 1
-    assert api.intake.study_ready("study-1", "stable-study") == []
+    assert len(api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)) == 1
+    assert api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY) == []
     jobs = api.jobs({}).body
     assert [(j["pipeline_name"], j["status"], j["trigger"]) for j in jobs] == [
         ("ct-tissue", "queued", "stable-study")
@@ -72,7 +72,7 @@ def test_stable_study_queues_one_job_once(api: NodeApi) -> None:
 
 
 def test_jobs_filter_by_status_and_study(api: NodeApi) -> None:
-    api.intake.study_ready("study-1", "stable-study")
+    api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     assert len(api.jobs({"status": "queued", "study": "1.2.3.4"}).body) == 1
     assert len(api.jobs({"study": "study-1"}).body) == 1
     assert api.jobs({"status": "done"}).body == []
@@ -94,12 +94,12 @@ def test_unknown_job_is_a_404(api: NodeApi) -> None:
 
 
 def test_retry_of_a_queued_job_is_a_409(api: NodeApi) -> None:
-    (job,) = api.intake.study_ready("study-1", "stable-study")
+    (job,) = api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     assert api.retry(str(job.id)).status == 409
 
 
 def test_retry_of_a_failed_job_queues_it_again(api: NodeApi) -> None:
-    (job,) = api.intake.study_ready("study-1", "stable-study")
+    (job,) = api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     store = api.store
     store.claim(worker_id="w", lease_seconds=60)
     store.fail(job.id, "w", error="broken series", stage_timings={})
@@ -116,7 +116,7 @@ def test_process_named_pipeline_queues_it(api: NodeApi) -> None:
 
 
 def test_process_of_a_done_study_reruns_it(api: NodeApi) -> None:
-    (job,) = api.intake.study_ready("study-1", "stable-study")
+    (job,) = api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     api.store.claim(worker_id="w", lease_seconds=60)
     api.store.complete(job.id, "w", result={}, stage_timings={})
     (rerun,) = api.process_study("study-1", b"").body
@@ -124,7 +124,7 @@ def test_process_of_a_done_study_reruns_it(api: NodeApi) -> None:
 
 
 def test_process_while_a_run_is_queued_is_a_409(api: NodeApi) -> None:
-    api.intake.study_ready("study-1", "stable-study")
+    api.intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     assert api.process_study("study-1", b"").status == 409
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.db.jobs import Job
+from node.db.jobs import Job, JobTrigger
 from tests.unit.api_node import STUDY_UID, ApiNode, api_node
 
 
@@ -22,7 +22,7 @@ def queued_job(node: ApiNode, pipeline: str = "ct-tissue") -> Job:
         study_instance_uid=STUDY_UID,
         pipeline_name=pipeline,
         pipeline_version="1",
-        trigger="manual",
+        trigger=JobTrigger.MANUAL,
     )
     assert job is not None
     return job

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from node.intake.changes import CURSOR_KEY, ChangeFollower
+from node.db.jobs import JobTrigger
 from node.errors import OrthancError
+from node.intake.changes import CURSOR_KEY, ChangeFollower
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -64,7 +65,7 @@ def test_stable_study_is_handed_on_once() -> None:
     orthanc.add("StableStudy", "s1")
     follower.poll()
     follower.poll()
-    assert ready == [("s1", "stable-study")]
+    assert ready == [("s1", JobTrigger.STABLE_STUDY)]
     assert state.values[CURSOR_KEY] == "2"
 
 
@@ -75,7 +76,7 @@ def test_cursor_stays_before_a_study_still_waiting_for_stability() -> None:
     orthanc.add("NewStudy", "s2")
     orthanc.add("StableStudy", "s2")
     follower.poll()
-    assert ready == [("s2", "stable-study")]
+    assert ready == [("s2", JobTrigger.STABLE_STUDY)]
     assert state.values[CURSOR_KEY] == "0"
 
 
@@ -88,7 +89,7 @@ def test_restart_replays_from_the_stored_cursor() -> None:
     orthanc.add("StableStudy", "s2")  # happened while the node was down
     ready.clear()
     _follower(orthanc, state, ready).poll()
-    assert ready == [("s2", "stable-study")]
+    assert ready == [("s2", JobTrigger.STABLE_STUDY)]
 
 
 def test_study_left_unstable_by_a_restart_is_handed_on_once_old_enough() -> None:
@@ -100,7 +101,7 @@ def test_study_left_unstable_by_a_restart_is_handed_on_once_old_enough() -> None
     assert ready == []  # updated 5 s ago: not yet
     orthanc.studies["lost"]["LastUpdate"] = "20261128T115940"
     follower.poll()
-    assert ready == [("lost", "replay")]
+    assert ready == [("lost", JobTrigger.REPLAY)]
     assert state.values[CURSOR_KEY] == "1"
 
 

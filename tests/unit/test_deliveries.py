@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from node.db import JobNotFoundError, JobStore, LeaseLostError
-from node.delivery.queue import Delivery, DeliveryStateError, DeliveryStore
+from node.db.jobs import JobTrigger
 from node.db.models import DeliveryStatus
+from node.delivery.queue import Delivery, DeliveryStateError, DeliveryStore
 from tests.job_processes import deliver_in_threads
 from tests.unit.job_db import Clock
 
@@ -33,7 +34,7 @@ def new_job(engine: Engine, study: str = "1.2.3") -> int:
         study_instance_uid=study,
         pipeline_name="ct-tissue",
         pipeline_version="1.0.0",
-        trigger="manual",
+        trigger=JobTrigger.MANUAL,
     )
     assert job is not None
     return job.id

@@ -13,15 +13,15 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from node.config import DeliveryRetrySettings
-from node.delivery.base import Delivered, Destination, TestOutcome
-from node.delivery.sender import DeliverySender
-from node.errors import DeliveryError
 from node.db.config_store import ConfigStore
-from node.delivery.queue import DeliveryStore
+from node.db.jobs import JobStore, JobTrigger
 from node.db.models import DeliveryStatus
-from node.db.jobs import JobStore
-from node.orthanc.client import OrthancClient
+from node.delivery.base import Delivered, Destination, TestOutcome
+from node.delivery.queue import DeliveryStore
+from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
+from node.errors import DeliveryError
+from node.orthanc.client import OrthancClient
 from tests.factories import make_series
 
 
@@ -61,7 +61,7 @@ def staged_job(sender: DeliverySender) -> tuple[int, list[Dataset]]:
         study_instance_uid="1.2.3",
         pipeline_name="p",
         pipeline_version="1",
-        trigger="manual",
+        trigger=JobTrigger.MANUAL,
     )
     assert job is not None
     datasets = make_series(np.zeros((2, 4, 4), dtype=np.int16))

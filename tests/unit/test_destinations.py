@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from node.config import DeliveryRetrySettings
-from node.delivery import DestinationConfig, from_config
+from node.delivery import DestinationConfig
 from node.delivery.config import DicomConfig, DicomWebConfig, ThisOrthancConfig
 from node.delivery.dicom import (
     DUPLICATE_SOP_INSTANCE,
@@ -20,6 +20,7 @@ from node.delivery.dicom import (
     STORE_WARNING_COERCION_OF_DATA_ELEMENTS,
     store_status_problem,
 )
+from node.delivery.kinds import from_config
 from node.delivery.retry import next_attempt_delay
 from node.orthanc.client import OrthancClient
 

@@ -20,21 +20,11 @@ from pydicom.uid import generate_uid
 
 import node.worker
 from node.config import Settings
+from node.db.jobs import JobStore, JobTrigger
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.errors import InputSeriesError, PipelineError
-from node.run.execution import (
-    DeviceUnavailableError,
-    PipelineTimeoutError,
-    amp_dtype,
-    claimable_pipelines,
-    resolve_runtime,
-    run_pipeline,
-    runtime_resolver,
-)
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
-from node.db.jobs import JobStore
-from node.worker import Worker
 from node.pipeline.base import (
     Code,
     DeviceKind,
@@ -46,7 +36,11 @@ from node.pipeline.base import (
     SegmentSpec,
     SeriesCriteria,
 )
-from node.pipeline.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry
+from node.run.device import DeviceUnavailableError, claimable_pipelines, resolve_runtime, runtime_resolver
+from node.run.execution import PipelineTimeoutError, amp_dtype, run_pipeline
+from node.run.warm import WarmPipelines
+from node.worker import Worker
 from tests.factories import make_series
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"
@@ -387,7 +381,7 @@ class OfflineWorker(Worker):
         self.destination = KeptInMemory()
         self.sender.destination = lambda name: self.destination  # type: ignore[method-assign]
 
-    def _fetch_input(self, job, pipeline):  # noqa: ARG002 - same signature as Worker's
+    def fetch_input(self, job, pipeline):  # noqa: ARG002 - same signature as Worker's
         return list(self.series)
 
 
@@ -427,7 +421,7 @@ def enqueue(store: JobStore, pipeline: str, version: str) -> int:
         study_instance_uid=generate_uid(),
         pipeline_name=pipeline,
         pipeline_version=version,
-        trigger="manual",
+        trigger=JobTrigger.MANUAL,
     )
     assert job is not None
     return job.id

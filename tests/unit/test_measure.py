@@ -7,8 +7,8 @@ import pytest
 
 from node.errors import PipelineError
 from node.imaging.volume import Volume
-from node.results.measure import measure_segments, validated_masks
 from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
+from node.results.measure import measure_segments, validated_masks
 
 SHAPE = (6, 10, 12)
 SPACING = (2.5, 0.7, 0.9)  # anisotropic: a voxel is 1.575 mm³

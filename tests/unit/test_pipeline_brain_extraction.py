@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from node.errors import InputSeriesError, PipelineError
-from node.run.execution import run_pipeline
 from node.imaging.volume import Volume
+from node.pipeline.registry import PipelineRegistry
+from node.run.execution import run_pipeline
+from node.run.warm import WarmPipelines
 from pipelines.brain_extraction import BrainExtraction
-from node.pipeline.registry import PipelineRegistry, WarmPipelines
 from tests.requirements import require_or_skip
 
 #: Debian package mricron-data: the Colin27 T1 (an average of 27 scans of one adult) in MNI

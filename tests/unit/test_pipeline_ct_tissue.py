@@ -12,8 +12,8 @@ import pytest
 from scipy import ndimage
 
 from node.errors import InputSeriesError
-from node.run.execution import run_pipeline
 from node.imaging.volume import Volume
+from node.run.execution import run_pipeline
 from pipelines.ct_tissue import CtTissueSegmentation
 from tests.requirements import require_or_skip
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from node.errors import PipelineError
-from node.run.execution import run_pipeline
 from node.imaging.series import build_volume
+from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry
 from node.results.measure import measure_segments
-from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry, WarmPipelines
+from node.run.execution import run_pipeline
+from node.run.warm import WarmPipelines
 from tests.factories import make_series
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"

@@ -18,9 +18,10 @@ from node.pipeline.base import (
     SegmentSpec,
     SeriesCriteria,
 )
+from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry
+from node.run.warm import WarmPipelines
 from pipelines.brain_extraction import BrainExtraction
 from pipelines.ct_tissue import CtTissueSegmentation
-from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry, WarmPipelines
 
 TISSUE = Code("85756007", "SCT", "Tissue")
 MUSCLE = Code("91727004", "SCT", "Muscle")

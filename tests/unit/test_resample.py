@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from node.imaging.volume import Volume
-from node.run.resample import apply_intensity, to_model_space
 from node.pipeline.base import InputSpec, IntensityWindow, IntensityZScore
+from node.run.resample import apply_intensity, to_model_space
 
 #: 3 mm axial slices of 0.9 mm pixels, the shape of a routine chest or abdomen CT
 ANISOTROPIC = (3.0, 0.9, 0.9)

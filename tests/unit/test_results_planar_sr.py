@@ -19,11 +19,11 @@ from skimage.draw import polygon2mask
 from node.errors import ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
+from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
 from node.results.planar_sr import build_planar_measurement_report, largest_outline
 from node.results.seg import AlgorithmInfo, DeviceInfo, segment_tracking_uid
 from node.results.validate import require_valid
-from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from tests.dcmqi import read_sr_metadata
 from tests.factories import make_series
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import highdicom as hd
@@ -16,12 +17,13 @@ from node.config import PipelineSettings, Settings
 from node.errors import ConfigurationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
+from node.pipeline.base import Code, Measurement, Pipeline, PipelineResult, SegmentSpec, SeriesCriteria
+from node.results.identity import ResultIdentity
 from node.results.measure import measure_segments
 from node.results.products import ResultInputs, ResultObject, build_result_objects
 from node.results.seg import DeviceInfo
 from node.results.validate import require_valid
 from node.timing import StageTimer
-from node.pipeline.base import Code, Measurement, Pipeline, PipelineResult, SegmentSpec, SeriesCriteria
 from tests.factories import make_series
 from tests.pixelmed import pixelmed_available, validate_sr
 from tests.requirements import require_or_skip
@@ -52,9 +54,12 @@ class TissuePipeline(Pipeline):
         raise NotImplementedError("the tests hand the result over directly")
 
 
+IDENTITY = ResultIdentity(JOB, datetime(2026, 12, 6, 9, 30, tzinfo=UTC))
+
+
 def uid(purpose: str) -> str:
     """As the worker derives result UIDs from a job."""
-    return f"2.25.{uuid.uuid5(JOB, purpose).int}"
+    return IDENTITY.uid(purpose)
 
 
 def _inputs(empty: bool = False) -> ResultInputs:
@@ -80,7 +85,9 @@ def _inputs(empty: bool = False) -> ResultInputs:
 
 
 def _build(kinds, inputs: ResultInputs | None = None, timer: StageTimer | None = None) -> list[ResultObject]:
-    return build_result_objects(inputs or _inputs(), kinds=kinds, uid=uid, timer=timer or StageTimer())
+    return build_result_objects(
+        inputs or _inputs(), kinds=kinds, identity=IDENTITY, timer=timer or StageTimer()
+    )
 
 
 def test_default_results_are_seg_sr_and_planar_sr() -> None:
@@ -89,7 +96,7 @@ def test_default_results_are_seg_sr_and_planar_sr() -> None:
     objects = _build(kinds)
 
     assert kinds == ["seg", "sr", "planar-sr"]
-    assert [obj.kind for obj in objects] == ["SEG", "SR", "PLANAR-SR"]
+    assert [obj.kind.label for obj in objects] == ["SEG", "SR", "PLANAR-SR"]
     assert [obj.dataset.Modality for obj in objects] == ["SEG", "SR", "SR"]
     assert len({obj.dataset.SeriesInstanceUID for obj in objects}) == 3
 
@@ -101,7 +108,7 @@ def test_settings_choose_the_results_per_pipeline() -> None:
 
     objects = _build(settings.for_pipeline("ct-tissue").results)
 
-    assert [obj.kind for obj in objects] == ["SEG"] + ["SECONDARY-CAPTURE"] * 4
+    assert [obj.kind.label for obj in objects] == ["SEG"] + ["SECONDARY-CAPTURE"] * 4
     assert settings.for_pipeline("brain-extraction").results == ["seg", "sr", "planar-sr"]
 
 
@@ -119,7 +126,7 @@ def test_secondary_capture_is_one_image_per_slice_with_uids_from_the_job() -> No
 
 
 def test_every_object_has_the_uids_of_its_purpose() -> None:
-    objects = {obj.kind: obj.dataset for obj in _build(["seg", "sr", "planar-sr"])}
+    objects = {obj.kind.label: obj.dataset for obj in _build(["seg", "sr", "planar-sr"])}
 
     for kind, purpose in (("SEG", "seg"), ("SR", "sr"), ("PLANAR-SR", "planar-sr")):
         assert objects[kind].SeriesInstanceUID == uid(f"{purpose}-series")
@@ -129,9 +136,9 @@ def test_every_object_has_the_uids_of_its_purpose() -> None:
 
 def test_planar_sr_alone_names_the_findings_as_the_seg_would() -> None:
     alone = _build(["planar-sr"])
-    with_seg = {obj.kind: obj.dataset for obj in _build(["seg", "planar-sr"])}
+    with_seg = {obj.kind.label: obj.dataset for obj in _build(["seg", "planar-sr"])}
 
-    assert [obj.kind for obj in alone] == ["PLANAR-SR"]
+    assert [obj.kind.label for obj in alone] == ["PLANAR-SR"]
     groups = hd.sr.MeasurementReport.from_sequence(
         alone[0].dataset.content
     ).get_planar_roi_measurement_groups()
@@ -141,7 +148,7 @@ def test_planar_sr_alone_names_the_findings_as_the_seg_would() -> None:
 def test_planar_sr_is_left_out_when_every_segment_is_empty() -> None:
     objects = _build(["seg", "sr", "planar-sr"], inputs=_inputs(empty=True))
 
-    assert [obj.kind for obj in objects] == ["SEG", "SR"]
+    assert [obj.kind.label for obj in objects] == ["SEG", "SR"]
 
 
 def test_sr_without_seg_is_rejected() -> None:
@@ -177,18 +184,18 @@ def test_every_object_round_trips_and_dciodvfy_finds_no_errors(tmp_path: Path) -
         read = _write_and_read(obj.dataset, path)
         assert read.SOPInstanceUID == obj.dataset.SOPInstanceUID
         assert read.StudyInstanceUID == inputs.source_images[0].StudyInstanceUID
-        if obj.kind == "SEG":
+        if obj.kind.label == "SEG":
             assert hd.seg.segread(path).number_of_segments == 2
-        elif obj.kind == "SR":
+        elif obj.kind.label == "SR":
             report = hd.sr.MeasurementReport.from_sequence(hd.sr.srread(path).content)
             assert len(report.get_volumetric_roi_measurement_groups()) == 2
-        elif obj.kind == "PLANAR-SR":
+        elif obj.kind.label == "PLANAR-SR":
             report = hd.sr.MeasurementReport.from_sequence(hd.sr.srread(path).content)
             assert len(report.get_planar_roi_measurement_groups()) == 2
         else:
             assert read.pixel_array.shape == (48, 48, 3)
-        validation = require_valid(read, obj.kind)
-        assert (validation.errors, validation.warnings) == ((), ()), obj.kind
+        validation = require_valid(read, obj.kind.label)
+        assert (validation.errors, validation.warnings) == ((), ()), obj.kind.label
 
 
 @pytest.mark.parametrize(
@@ -200,7 +207,7 @@ def test_every_object_round_trips_and_dciodvfy_finds_no_errors(tmp_path: Path) -
 )
 def test_pixelmed_finds_no_errors_in_either_sr(kind: str, tmp_path: Path) -> None:
     require_or_skip(pixelmed_available(), "PixelMed's SR validator needs Debian pixelmed-apps and java")
-    sr = next(obj.dataset for obj in _build(["seg", "sr", "planar-sr"]) if obj.kind == kind)
+    sr = next(obj.dataset for obj in _build(["seg", "sr", "planar-sr"]) if obj.kind.label == kind)
     sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
 
     report = validate_sr(tmp_path / "sr.dcm")

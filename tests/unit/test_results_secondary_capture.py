@@ -18,6 +18,7 @@ from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from node.errors import ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
+from node.pipeline.base import Code, PipelineResult, SegmentSpec
 from node.results import secondary_capture
 from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
 from node.results.secondary_capture import (
@@ -32,7 +33,6 @@ from node.results.secondary_capture import (
 )
 from node.results.seg import AlgorithmInfo, DeviceInfo
 from node.results.validate import require_valid
-from node.pipeline.base import Code, PipelineResult, SegmentSpec
 from tests.factories import AXIAL, CORONAL, make_series
 from tests.requirements import require_or_skip
 

@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from node.errors import ConfigurationError, InputSeriesError, PipelineError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
+from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from node.results.seg import (
     CONTENT_CREATOR_NAME,
     AlgorithmInfo,
@@ -26,7 +27,6 @@ from node.results.seg import (
     display_color,
 )
 from node.results.validate import require_valid
-from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
 from tests.dcmqi import read_seg
 from tests.factories import AXIAL, CORONAL, make_series
 

@@ -17,11 +17,11 @@ from pydicom.uid import generate_uid
 from node.errors import PipelineError, ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
+from node.pipeline.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
 from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
 from node.results.sr import build_measurement_report
 from node.results.validate import require_valid
-from node.pipeline.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
 from tests.dcmqi import read_sr_metadata
 from tests.factories import make_series
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydicom.uid import CTImageStorage, MRImageStorage, SegmentationStorage
 
 from node import MANUFACTURER
-from node.imaging.series import SeriesSummary
-from node.intake.plan import StudySeries, StudySummary, route
+from node.intake.plan import route
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
 from pipelines.brain_extraction import BrainExtraction
 from pipelines.ct_tissue import CtTissueSegmentation
 

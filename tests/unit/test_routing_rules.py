@@ -9,16 +9,17 @@ import pytest
 from pydicom.uid import CTImageStorage, MRImageStorage
 from sqlalchemy import Engine
 
-from node.errors import OrthancError
-from node.imaging.series import SeriesSummary
-from node.intake.handoff import DEFAULT_RULE_NAME, Intake
 from node.db.config_store import ConfigStore
+from node.db.jobs import JobStore, JobTrigger
 from node.db.models import WaitStatus
-from node.db.jobs import JobStore
 from node.db.waits import StudyWaitStore
-from node.intake.plan import StudySeries, StudySummary, plan_jobs
-from node.rules.model import Rule
+from node.errors import OrthancError
+from node.intake.handoff import DEFAULT_RULE_NAME, Intake
+from node.intake.plan import plan_jobs
 from node.pipeline.registry import PipelineRegistry
+from node.rules.model import Rule
+from node.study.series import SeriesSummary
+from node.study.summary import StudySeries, StudySummary
 from tests.unit.job_db import Clock
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -140,7 +141,7 @@ def needs_mr(wait_minutes: float, on_timeout: str) -> Rule:
 
 def test_an_incomplete_study_waits_then_is_skipped_with_the_reason(intake: Intake, clock: Clock) -> None:
     save(intake, needs_mr(10, "skip"))
-    assert intake.study_ready("study-1", "stable-study") == []
+    assert intake.study_ready("study-1", JobTrigger.STABLE_STUDY) == []
     (wait,) = intake.waits.list(WaitStatus.WAITING)
     assert wait.missing == ("MR",)
     assert intake.check_waits() == []  # not yet due
@@ -153,7 +154,7 @@ def test_an_incomplete_study_waits_then_is_skipped_with_the_reason(intake: Intak
 
 def test_an_incomplete_study_is_processed_when_the_rule_says_so(intake: Intake, clock: Clock) -> None:
     save(intake, needs_mr(10, "process"))
-    intake.study_ready("study-1", "stable-study")
+    intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     clock.advance(11 * 60)
     (job,) = intake.check_waits()
     assert (job.pipeline_name, job.trigger.value, job.rules) == ("ct-tissue", "wait-timeout", ("needs-mr",))
@@ -162,9 +163,9 @@ def test_an_incomplete_study_is_processed_when_the_rule_says_so(intake: Intake, 
 
 def test_the_required_series_arriving_ends_the_wait(intake: Intake) -> None:
     save(intake, needs_mr(10, "skip"))
-    intake.study_ready("study-1", "stable-study")
+    intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     intake.summarize = {"study-1": study(*HEAD.series, series("mr", "MR", 100))}.__getitem__
-    (job,) = intake.study_ready("study-1", "stable-study")
+    (job,) = intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     assert job.pipeline_name == "ct-tissue"
     ended = intake.waits.get("study-1", "needs-mr")
     assert ended is not None and ended.status is WaitStatus.QUEUED
@@ -172,7 +173,7 @@ def test_the_required_series_arriving_ends_the_wait(intake: Intake) -> None:
 
 def test_forcing_a_study_complete_queues_its_rules_and_is_audited(intake: Intake) -> None:
     save(intake, needs_mr(600, "skip"))
-    intake.study_ready("study-1", "stable-study")
+    intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     (job,) = intake.force_complete("study-1", actor="admin")
     assert job.trigger.value == "forced"
     ended = intake.waits.get("study-1", "needs-mr")
@@ -186,10 +187,10 @@ def test_forcing_a_study_complete_queues_its_rules_and_is_audited(intake: Intake
 
 def test_urgent_jobs_are_claimed_before_routine_ones(intake: Intake) -> None:
     save(intake, rule("routine-ct", 'Modality == "CT"', ["ct-tissue"]))
-    intake.study_ready("study-1", "stable-study")
+    intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     intake.summarize = {"study-2": StudySummary("study-2", "9.9", HEAD.series)}.__getitem__
     save(intake, rule("routine-ct", 'Modality == "CT"', ["ct-tissue"], priority="urgent"))
-    (urgent,) = intake.study_ready("study-2", "stable-study")
+    (urgent,) = intake.study_ready("study-2", JobTrigger.STABLE_STUDY)
     claimed = intake.store.claim(worker_id="w", lease_seconds=60)
     assert claimed is not None and claimed.id == urgent.id
 
@@ -198,10 +199,10 @@ def test_a_rule_completed_later_adds_its_destinations_to_the_queued_job(intake: 
     save(intake, rule("all-ct", 'Modality == "CT"', ["ct-tissue"]))
     waiting = needs_mr(10, "skip").model_dump(mode="json") | {"destinations": ["pacs"]}
     intake.config.save_rule(waiting, actor="test")
-    (job,) = intake.study_ready("study-1", "stable-study")
+    (job,) = intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     assert job.destinations == ("this-orthanc",)
     intake.summarize = {"study-1": study(*HEAD.series, series("mr", "MR", 100))}.__getitem__
-    assert intake.study_ready("study-1", "stable-study") == []  # the job exists already...
+    assert intake.study_ready("study-1", JobTrigger.STABLE_STUDY) == []  # the job exists already...
     merged = intake.store.get(job.id)
     assert merged.destinations == ("this-orthanc", "pacs")  # ...and now also goes to the PACS
     assert merged.rules == ("all-ct", "needs-mr")
@@ -209,7 +210,7 @@ def test_a_rule_completed_later_adds_its_destinations_to_the_queued_job(intake: 
 
 def test_a_study_orthanc_cannot_summarise_stays_waiting(intake: Intake, clock: Clock) -> None:
     save(intake, needs_mr(10, "process"))
-    intake.study_ready("study-1", "stable-study")
+    intake.study_ready("study-1", JobTrigger.STABLE_STUDY)
     clock.advance(11 * 60)
 
     def unavailable(study_id: str) -> StudySummary:

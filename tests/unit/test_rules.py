@@ -18,6 +18,7 @@ from node.rules import (
     match_rules,
     order_rules,
 )
+from node.rules.condition import holds, split_clauses
 from node.study.attributes import (
     SeriesAttributes,
     StudyAttributes,
@@ -26,7 +27,6 @@ from node.study.attributes import (
     study_from_datasets,
     study_from_orthanc,
 )
-from node.rules.engine import holds, split_clauses
 from tests.factories import make_series
 from tests.requirements import sample_series
 
@@ -271,14 +271,14 @@ def test_study_built_from_files_groups_instances_by_series():
 
 def test_tester_reports_the_failed_clause_with_the_attribute_value():
     values = from_orthanc_tags({"Modality": "CT", "BodyPartExamined": "HEAD", "SliceThickness": "5"})
-    failed = [clause for clause in explain(_rule(CT_HEAD), values) if not clause.passed]
+    failed = [clause for clause in explain(_rule(CT_HEAD).condition, values) if not clause.passed]
     assert [clause.describe() for clause in failed] == [
         "SliceThickness <= 3.0 is false: SliceThickness is 5.0"
     ]
 
 
 def test_tester_reports_a_missing_attribute_as_missing():
-    failed = [clause for clause in explain(_rule(CT_HEAD), {"Modality": "CT"}) if not clause.passed]
+    failed = [clause for clause in explain(_rule(CT_HEAD).condition, {"Modality": "CT"}) if not clause.passed]
     assert failed[0].describe() == (
         'BodyPartExamined in ["HEAD", "BRAIN"] is false: BodyPartExamined is missing'
     )

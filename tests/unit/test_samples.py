@@ -11,10 +11,11 @@ import pydicom
 import pytest
 
 import node.devtools.samples
-from node.errors import ConfigurationError
-from node.imaging.series import SlicePlane, build_volume, classify_orientation
-from node.imaging.volume import Volume
 from node.devtools.samples import copy_with_new_uids, ensure_sample
+from node.errors import ConfigurationError
+from node.imaging.series import build_volume
+from node.imaging.volume import Volume
+from node.study.series import SlicePlane, classify_orientation
 from tests.requirements import (
     dciodvfy_path,
     require_or_skip,

@@ -6,14 +6,9 @@ import pytest
 from pydicom.uid import CTImageStorage, EnhancedMRImageStorage, MRImageStorage
 
 from node.errors import InputSeriesError, NoMatchingSeriesError
-from node.imaging.series import (
-    SeriesSummary,
-    SlicePlane,
-    classify_orientation,
-    matches,
-    select_series,
-)
 from node.pipeline.base import Orientation, SeriesCriteria
+from node.study.criteria import matches, select_series
+from node.study.series import SeriesSummary, SlicePlane, classify_orientation
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

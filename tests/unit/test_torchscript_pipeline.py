@@ -10,9 +10,10 @@ import yaml
 
 from node.config import Settings
 from node.errors import PipelineError
-from node.run.execution import run_pipeline
 from node.imaging.volume import Volume
-from node.pipeline.registry import PipelineRegistry, WarmPipelines
+from node.pipeline.registry import PipelineRegistry
+from node.run.execution import run_pipeline
+from node.run.warm import WarmPipelines
 from tests.fixtures.models import (
     BONE_HU,
     dice,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
-from node.errors import ConfigurationError
 from node.devtools.viewer import OHIF_VERSION, ViewerApp, app_config_js, ensure_ohif, study_url
+from node.errors import ConfigurationError
 from tests.requirements import require_or_skip
 
 BOUNDARY = "ai-node-test-boundary"

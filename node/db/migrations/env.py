@@ -12,9 +12,9 @@ from typing import Any, Literal
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 
-from node.errors import ConfigurationError
 from node.db.database import create_engine_for
 from node.db.models import Base, UTCDateTime
+from node.errors import ConfigurationError
 
 config = context.config
 target_metadata = Base.metadata

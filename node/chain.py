@@ -1,0 +1,108 @@
+"""The processing chain: a series' volume through a pipeline into validated result objects.
+
+One function, :func:`process_series`, for everything between "the volume is built" and "the
+objects may leave the node": run the pipeline (:mod:`node.run`), measure its segments, build
+the result objects (:mod:`node.results`), validate each. The worker, ``ai-node pipelines run``
+and the benchmarks all call it, so a fix here reaches all three. It reads no network, writes
+no file and touches no database: what the objects become (staged, delivered, written to a
+folder) is the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pydicom.dataset import Dataset
+
+from node.config import ResultKind
+from node.imaging.volume import Volume
+from node.pipeline.base import Pipeline, PipelineResult
+from node.results.identity import ResultIdentity
+from node.results.measure import SegmentMeasurements, measure_segments
+from node.results.products import ResultInputs, ResultObject, build_result_objects
+from node.results.seg import DeviceInfo
+from node.results.validate import require_valid
+from node.run.execution import run_pipeline
+from node.timing import StageTimer
+
+
+@dataclass(frozen=True)
+class ValidatorWarning:
+    """One distinct warning of the validator, and on how many objects of a kind it appeared
+    (a secondary capture repeats the same warning on every slice)."""
+
+    kind: ResultKind
+    message: str
+    objects: int
+
+    def __str__(self) -> str:
+        return f"{self.kind.label} ({self.objects} objects): {self.message}"
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesResult:
+    """What the chain made of one series."""
+
+    #: the pipeline's output, on the series' own grid
+    output: PipelineResult
+    measurements: tuple[SegmentMeasurements, ...]
+    #: validated, in the order they are delivered: SEG, SR, planar SR, secondary captures
+    objects: tuple[ResultObject, ...]
+    warnings: tuple[ValidatorWarning, ...]
+    #: seconds per stage of the chain (pipeline, measure, seg, sr, ..., validate)
+    seconds: Mapping[str, float]
+
+
+def process_series(
+    volume: Volume,
+    pipeline: Pipeline,
+    source_images: Sequence[Dataset],
+    *,
+    kinds: Sequence[ResultKind],
+    identity: ResultIdentity,
+    device: DeviceInfo,
+    time_limit: timedelta | None = None,
+    timer: StageTimer | None = None,
+) -> SeriesResult:
+    """Run ``pipeline`` (loaded) on ``volume``; return its measurements and validated objects.
+
+    ``source_images`` are the datasets ``volume`` was built from (the objects reference them);
+    ``kinds`` the result objects to build (``pipeline_settings.NAME.results``); ``identity``
+    their UIDs and creation time. Stages are timed into ``timer`` when given, so a caller's
+    own stages (fetch, stage, deliver) sit beside them.
+
+    Raises :class:`~node.errors.PipelineError` (a
+    :class:`~node.run.execution.PipelineTimeoutError` past ``time_limit``) for the pipeline's
+    failures, :class:`~node.errors.InputSeriesError` for the series' and
+    :class:`~node.errors.ResultValidationError` for an object that fails validation.
+    """
+    timer = timer or StageTimer()
+    with timer.stage("pipeline"):
+        output = run_pipeline(pipeline, volume, time_limit=time_limit)
+    with timer.stage("measure"):
+        measurements = measure_segments(volume, pipeline.segments, output)
+    inputs = ResultInputs(
+        source_images=source_images,
+        volume=volume,
+        pipeline=pipeline,
+        output=output,
+        measurements=measurements,
+        device=device,
+    )
+    objects = build_result_objects(inputs, kinds=kinds, identity=identity, timer=timer)
+    with timer.stage("validate"):
+        found = Counter(
+            (obj.kind, warning)
+            for obj in objects
+            for warning in require_valid(obj.dataset, obj.kind.label).warnings
+        )
+    return SeriesResult(
+        output=output,
+        measurements=tuple(measurements),
+        objects=tuple(objects),
+        warnings=tuple(ValidatorWarning(kind, message, times) for (kind, message), times in found.items()),
+        seconds=dict(timer.seconds),
+    )
