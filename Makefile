@@ -83,9 +83,11 @@ bench: setup
 bench-pipelines: setup
 	$(PY) bench/pipelines.py --runs 3 --write docs/benchmarks-pipelines.md
 
+# ruff (style, imports), mypy (types) and import-linter (the rooms' layers, pyproject.toml)
 lint: setup
 	$(VENV)/bin/ruff check node pipelines plugins tests bench
 	$(VENV)/bin/mypy node pipelines
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,7 +1,7 @@
 """Orthanc AI node: routes studies stored in Orthanc to model pipelines and stores the results
 (DICOM SEG and TID 1500 SR) back into the same study."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Written into Manufacturer / SoftwareVersions of every object the node creates; the loop
 #: guard recognises the node's own output by it.

@@ -16,8 +16,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -99,8 +100,16 @@ class JobResult:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """``clock`` gives the creation time stamped into result objects (tests fix it)."""
         self.settings = settings
+        self.clock = clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         url = settings.resolved_database_url
         migrate(url)
@@ -253,7 +262,7 @@ class Worker:
             pipeline,
             datasets,
             kinds=own.results,
-            identity=ResultIdentity.for_job(job.uid),
+            identity=ResultIdentity.for_job(job.uid, self.clock()),
             device=self.device,
             time_limit=own.time_limit,
             timer=timer,

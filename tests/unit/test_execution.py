@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import node.worker
+from node.cli.pipelines import run_on_folder
 from node.config import Settings
 from node.db.jobs import JobStore, JobTrigger
 from node.delivery.base import Delivered, Destination, TestOutcome
@@ -37,6 +39,8 @@ from node.pipeline.base import (
     SeriesCriteria,
 )
 from node.pipeline.registry import PipelineRegistry
+from node.results.identity import ResultIdentity
+from node.results.part10 import part10_bytes
 from node.run.device import DeviceUnavailableError, claimable_pipelines, resolve_runtime, runtime_resolver
 from node.run.execution import PipelineTimeoutError, amp_dtype, run_pipeline
 from node.run.warm import WarmPipelines
@@ -375,8 +379,8 @@ class KeptInMemory(Destination):
 class OfflineWorker(Worker):
     """The worker with its network edges replaced: a synthetic series in, a list out."""
 
-    def __init__(self, settings: Settings, series: list[Dataset]) -> None:
-        super().__init__(settings, worker_id="test-worker")
+    def __init__(self, settings: Settings, series: list[Dataset], **options: Any) -> None:
+        super().__init__(settings, worker_id="test-worker", **options)
         self.series = series
         self.destination = KeptInMemory()
         self.sender.destination = lambda name: self.destination  # type: ignore[method-assign]
@@ -398,7 +402,9 @@ def ct_series() -> list[Dataset]:
     return make_series(stored, spacing=(3.0, 0.9, 0.9))
 
 
-def worker_for(tmp_path: Path, series: list[Dataset], **settings: object) -> OfflineWorker:
+def worker_for(
+    tmp_path: Path, series: list[Dataset], *, clock: Callable[[], datetime] | None = None, **settings: object
+) -> OfflineWorker:
     config = Settings.model_validate(
         {
             "data_dir": str(tmp_path),
@@ -412,7 +418,7 @@ def worker_for(tmp_path: Path, series: list[Dataset], **settings: object) -> Off
             **settings,
         }
     )
-    return OfflineWorker(config, series)
+    return OfflineWorker(config, series, **({} if clock is None else {"clock": clock}))
 
 
 def enqueue(store: JobStore, pipeline: str, version: str) -> int:
@@ -518,3 +524,36 @@ def test_the_volume_the_third_party_pipeline_saw_was_its_own_grid(third_party, c
     assert seen.spacing == (1.5, 1.5, 1.5)
     assert seen.row_direction == (0.0, 0.0, 1.0)  # RAS: axis 2 superior
     assert np.array_equal(result.masks["Bone"], source.array >= 226)
+
+
+def test_the_worker_and_pipelines_run_write_the_same_bytes_for_the_same_job_uid(
+    tmp_path, third_party, ct_series
+):
+    created = datetime(2026, 12, 6, 8, 15, 30, tzinfo=UTC)
+    (tmp_path / "worker").mkdir()
+    worker = worker_for(
+        tmp_path / "worker",
+        ct_series,
+        clock=lambda: created,
+        pipeline_settings={"example-bone": {"results": ["seg", "sr", "planar-sr"], "time_limit": 30}},
+    )
+    job = worker.store.get(enqueue(worker.store, "example-bone", "0.1.0"))
+    assert worker.run_one()
+    assert worker.store.get(job.id).status == "done"
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for index, dataset in enumerate(ct_series):
+        dataset.save_as(folder / f"{index}.dcm", enforce_file_format=True)
+
+    summary = run_on_folder(
+        worker.settings,
+        "example-bone",
+        folder,
+        tmp_path / "out",
+        identity=ResultIdentity.for_job(job.uid, created),
+    )
+
+    from_worker = [part10_bytes(dataset) for dataset in worker.destination.kept]
+    from_command = [Path(name).read_bytes() for name in summary["files"]]
+    assert [Path(name).name for name in summary["files"]] == ["SEG.dcm", "SR.dcm", "PLANAR-SR.dcm"]
+    assert from_command == from_worker

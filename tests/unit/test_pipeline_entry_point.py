@@ -22,7 +22,9 @@ from node.run.warm import WarmPipelines
 from tests.factories import make_series
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"
-PIPELINES_PACKAGE = Path(__file__).resolve().parents[2] / "pipelines"
+ROOT = Path(__file__).resolve().parents[2]
+#: the shipped models and the contract they are written against (node/pipeline/)
+PIPELINE_MODULES = sorted([*(ROOT / "pipelines").glob("*.py"), *(ROOT / "node" / "pipeline").glob("*.py")])
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def test_its_broken_pipeline_fails_with_a_message_that_names_it(installed):
         run_pipeline(pipeline, volume)
 
 
-@pytest.mark.parametrize("path", sorted(PIPELINES_PACKAGE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PIPELINE_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_pipeline_module_imports_pydicom_or_highdicom(path):
     imported = set()
     for statement in ast.walk(ast.parse(path.read_text())):
