@@ -10,21 +10,25 @@ folder) is the caller's business.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from pydicom.dataset import Dataset
 
-from node.config import ResultKind
+from node.config import ResultKind, SegmentationKind
 from node.imaging.volume import Volume
 from node.pipeline.base import Pipeline, PipelineResult
+from node.pipeline.voxels import SegmentVoxels
 from node.results.identity import ResultIdentity
 from node.results.measure import SegmentMeasurements, measure_segments
-from node.results.products import ResultInputs, ResultObject, build_result_objects
+from node.results.part10 import ResultObject
+from node.results.products import ResultInputs, build_result_objects
 from node.results.seg import DeviceInfo
-from node.results.validate import require_valid
+from node.results.validate import ValidationReport, require_valid
 from node.run.execution import run_pipeline
 from node.timing import StageTimer
 
@@ -64,15 +68,16 @@ def process_series(
     kinds: Sequence[ResultKind],
     identity: ResultIdentity,
     device: DeviceInfo,
+    seg_type: SegmentationKind = SegmentationKind.BINARY,
     time_limit: timedelta | None = None,
     timer: StageTimer | None = None,
 ) -> SeriesResult:
     """Run ``pipeline`` (loaded) on ``volume``; return its measurements and validated objects.
 
     ``source_images`` are the datasets ``volume`` was built from (the objects reference them);
-    ``kinds`` the result objects to build (``pipeline_settings.NAME.results``); ``identity``
-    their UIDs and creation time. Stages are timed into ``timer`` when given, so a caller's
-    own stages (fetch, stage, deliver) sit beside them.
+    ``kinds`` the result objects to build (``pipeline_settings.NAME.results``), ``seg_type``
+    the SEG's kind (``seg_type``); ``identity`` their UIDs and creation time. Stages are timed
+    into ``timer`` when given, so a caller's own stages (fetch, stage, deliver) sit beside them.
 
     Raises :class:`~node.errors.PipelineError` (a
     :class:`~node.run.execution.PipelineTimeoutError` past ``time_limit``) for the pipeline's
@@ -83,26 +88,50 @@ def process_series(
     with timer.stage("pipeline"):
         output = run_pipeline(pipeline, volume, time_limit=time_limit)
     with timer.stage("measure"):
-        measurements = measure_segments(volume, pipeline.segments, output)
+        voxels = SegmentVoxels.from_result(volume.shape, pipeline.segments, output)
+        measurements = measure_segments(volume, pipeline.segments, voxels)
     inputs = ResultInputs(
         source_images=source_images,
         volume=volume,
         pipeline=pipeline,
         output=output,
+        voxels=voxels,
         measurements=measurements,
         device=device,
+        seg_type=seg_type,
     )
     objects = build_result_objects(inputs, kinds=kinds, identity=identity, timer=timer)
     with timer.stage("validate"):
-        found = Counter(
-            (obj.kind, warning)
-            for obj in objects
-            for warning in require_valid(obj.dataset, obj.kind.label).warnings
-        )
+        warnings = validate_objects(objects)
     return SeriesResult(
         output=output,
         measurements=tuple(measurements),
         objects=tuple(objects),
-        warnings=tuple(ValidatorWarning(kind, message, times) for (kind, message), times in found.items()),
+        warnings=warnings,
         seconds=dict(timer.seconds),
     )
+
+
+def _validated(obj: ResultObject) -> ValidationReport:
+    return require_valid(obj.dataset, obj.kind.label, encoded=obj.encoded)
+
+
+def validate_objects(objects: Sequence[ResultObject]) -> tuple[ValidatorWarning, ...]:
+    """Validate every object (:func:`~node.results.validate.require_valid`); the distinct
+    warnings, counted. Raises :class:`~node.errors.ResultValidationError` for the first object,
+    in order, that has errors.
+
+    The validator is a program of its own, so the objects are validated side by side, one per
+    core; each object is encoded once (:attr:`~node.results.part10.ResultObject.encoded`), and
+    those bytes are validated and later staged.
+    """
+    if not objects:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(len(objects), os.cpu_count() or 1)) as pool:
+        reports = list(pool.map(_validated, objects))
+    found = Counter(
+        (obj.kind, warning)
+        for obj, report in zip(objects, reports, strict=True)
+        for warning in report.warnings
+    )
+    return tuple(ValidatorWarning(kind, message, times) for (kind, message), times in found.items())

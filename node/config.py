@@ -96,6 +96,16 @@ class ResultKind(enum.StrEnum):
         return self.value.upper()
 
 
+class SegmentationKind(enum.StrEnum):
+    """How a SEG stores its segments (Segmentation Type, PS3.3 C.8.20.2)."""
+
+    #: one bit per voxel, one frame per non-empty (segment, slice): what OHIF 3.13 shows right
+    BINARY = "binary"
+    #: one frame per slice holding segment numbers (Supplement 243): smaller, but OHIF 3.13
+    #: shows it with shifted colours; segments that overlap are written BINARY regardless
+    LABELMAP = "labelmap"
+
+
 def result_kinds_problem(kinds: list[ResultKind]) -> str | None:
     """Why a list of result objects cannot be built, or None when it can."""
     if not kinds:
@@ -161,12 +171,15 @@ class PipelineSettings(_Strict):
     #: a run that takes longer fails its job, and the worker restarts; ``null``: no limit
     time_limit: timedelta | None = timedelta(minutes=30)
 
-    #: result objects the node writes for this pipeline's jobs
+    #: result objects the node writes for this pipeline's jobs; the SR carries the outlines
+    #: viewers draw, so the planar SR (the same outlines without the SEG) is for archives
+    #: that want one
     results: Annotated[list[ResultKind], AfterValidator(_valid_result_kinds)] = [
         ResultKind.SEG,
         ResultKind.SR,
-        ResultKind.PLANAR_SR,
     ]
+    #: the SEG's Segmentation Type; BINARY is what OHIF 3.13 shows with the right colours
+    seg_type: SegmentationKind = SegmentationKind.BINARY
 
 
 def _positive_duration(value: timedelta) -> timedelta:

@@ -262,6 +262,7 @@ class Worker:
             pipeline,
             datasets,
             kinds=own.results,
+            seg_type=own.seg_type,
             identity=ResultIdentity.for_job(job.uid, self.clock()),
             device=self.device,
             time_limit=own.time_limit,
@@ -270,7 +271,7 @@ class Worker:
         for warning in series.warnings:
             log.info("job %s: validator warning on %s", job.id, warning, extra=job_context(job))
         with timer.stage("stage"):
-            self.sender.files.write(job.uid, [obj.dataset for obj in series.objects])
+            self.sender.files.write(job.uid, series.objects)
         with timer.stage("deliver"):
             deliveries, locations = self._deliver(job)
         return JobResult(

@@ -103,3 +103,12 @@ def write_series(datasets: Sequence[Dataset], folder) -> list:
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def segment_mask(result, segments, label: str) -> np.ndarray:
+    """One segment's boolean mask out of a pipeline result, label map or masks alike."""
+    from node.pipeline.voxels import SegmentVoxels
+
+    shape = (result.label_map if result.label_map is not None else next(iter(result.masks.values()))).shape
+    number = next(n for n, spec in enumerate(segments, start=1) if spec.label == label)
+    return SegmentVoxels.from_result(shape, segments, result).mask(number)

@@ -229,7 +229,6 @@ def run_on_folder(
     # imported here: highdicom and the result builders only once there is something to build,
     # so that `pipelines list` and `show` answer at once
     from node.chain import process_series
-    from node.results.part10 import part10_bytes
     from node.results.seg import DeviceInfo
 
     registry = PipelineRegistry.from_settings(settings)
@@ -277,6 +276,7 @@ def run_on_folder(
             pipeline,
             series,
             kinds=settings.for_pipeline(name).results,
+            seg_type=settings.for_pipeline(name).seg_type,
             identity=identity or ResultIdentity.new(),
             device=DeviceInfo.for_node(device_serial_number=settings.orthanc.aet),
             time_limit=settings.for_pipeline(name).time_limit,
@@ -295,7 +295,7 @@ def run_on_folder(
                 label = obj.kind.label
                 stem = label if counts[obj.kind] == 1 else f"{label}-{seen[obj.kind]:04d}"
                 path = out / f"{stem}.dcm"
-                path.write_bytes(part10_bytes(obj.dataset))
+                obj.write(path)
                 written.append(str(path))
         progress.advance(stages)
 

@@ -1,9 +1,11 @@
 """A job's result objects on disk until every destination has them.
 
 Deliveries are retried on their own schedule, possibly by another worker after a restart, so
-the objects they send must outlive the worker that built them: they are written once, as
-DICOM Part 10 files, under ``<data_dir>/results/<job uid>/``, and removed when the job's last
-delivery succeeds. Workers on several hosts must share the data folder (docs/architecture.md).
+the objects they send must outlive the worker that built them, and the machine too: they are
+written once, straight to their files (:meth:`~node.results.part10.ResultObject.write`), as
+DICOM Part 10 files under ``<data_dir>/results/<job uid>/``, synced to the disk before the job
+is done, and removed when the job's last delivery succeeds. Workers on several hosts must
+share the data folder (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import DeliveryError
-from node.results.part10 import part10_bytes
+from node.results.part10 import ResultObject
 
 
 class ResultFiles:
@@ -28,18 +30,20 @@ class ResultFiles:
     def folder(self, job_uid: str) -> Path:
         return self.root / job_uid
 
-    def write(self, job_uid: str, datasets: Sequence[Dataset]) -> Path:
+    def write(self, job_uid: str, objects: Sequence[ResultObject]) -> Path:
         """Write the objects of a job, all or nothing: a crash half-way leaves no folder that
-        looks complete (the folder is renamed into place once every file is written)."""
+        looks complete (the folder is renamed into place once every file is on the disk)."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.folder(job_uid)
         staging = Path(tempfile.mkdtemp(prefix=f".{job_uid}.", dir=self.root))
         try:
-            for index, dataset in enumerate(datasets, start=1):
-                (staging / f"{index:05d}.dcm").write_bytes(part10_bytes(dataset))
+            for index, obj in enumerate(objects, start=1):
+                obj.write(staging / f"{index:05d}.dcm", durable=True)
+            _sync_folder(staging)
             if target.exists():  # a job re-run after its worker died writes the same objects
                 shutil.rmtree(target)
             os.replace(staging, target)
+            _sync_folder(self.root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -57,3 +61,12 @@ class ResultFiles:
 
     def remove(self, job_uid: str) -> None:
         shutil.rmtree(self.folder(job_uid), ignore_errors=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Put a folder's entries (new files, a rename) on the disk, as fsync does for a file."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

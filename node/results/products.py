@@ -25,16 +25,26 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from node.config import ResultKind, result_kinds_problem
+from node.config import ResultKind, SegmentationKind, result_kinds_problem
 from node.errors import ConfigurationError
 from node.imaging.volume import Volume
 from node.pipeline.base import Pipeline, PipelineResult
+from node.pipeline.voxels import SegmentVoxels
 from node.results.identity import ResultIdentity
-from node.results.measure import SegmentMeasurements, validated_masks
+from node.results.measure import SegmentMeasurements
+from node.results.outline import PlanarOutline, segment_outlines
+from node.results.part10 import ResultObject
 from node.results.planar_sr import build_planar_measurement_report, has_outline
+from node.results.report import image_library
 from node.results.secondary_capture import build_secondary_captures
-from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation, segment_tracking_uid
-from node.results.sr import build_measurement_report
+from node.results.seg import (
+    AlgorithmInfo,
+    DeviceInfo,
+    build_segmentation,
+    order_source_images,
+    segment_tracking_uid,
+)
+from node.results.sr import build_measurement_report, has_groups
 from node.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -47,16 +57,14 @@ class ResultInputs:
     source_images: Sequence[Dataset]
     volume: Volume
     pipeline: Pipeline
+    #: the pipeline's output on the volume's grid: its own measurements and findings
     output: PipelineResult
+    #: the same output's segments, checked (:meth:`SegmentVoxels.from_result`)
+    voxels: SegmentVoxels
     measurements: Sequence[SegmentMeasurements]
     device: DeviceInfo
-
-
-@dataclass(frozen=True, eq=False)
-class ResultObject:
-    #: what it is; a secondary capture is one object per image of its series
-    kind: ResultKind
-    dataset: Dataset
+    #: the SEG's Segmentation Type (``pipeline_settings.NAME.seg_type``)
+    seg_type: SegmentationKind = SegmentationKind.BINARY
 
 
 def check_result_kinds(kinds: Sequence[ResultKind]) -> None:
@@ -78,65 +86,79 @@ def build_result_objects(
 ) -> list[ResultObject]:
     """The result objects named in ``kinds``: SEG, SR (references SEG), planar SR, SC images.
 
-    A planar SR is left out when every segment is empty: it would have no outline to hold, and
-    TID 1500 needs at least one group. The zero volumes are in the volumetric SR.
+    The outlines both SRs draw and their Image Library are made once. A report with no group
+    to hold is left out (TID 1500 needs one): a planar SR when every segment is empty, and the
+    SR then too unless the pipeline reported something about a segment; the zero volumes are in
+    the job's result.
     """
     check_result_kinds(kinds)
-    wanted = set(kinds)
+    wanted = {ResultKind(kind) for kind in kinds}
     uid = identity.uid
     pipeline = inputs.pipeline
     algorithm = AlgorithmInfo.from_pipeline(pipeline)
-    masks = validated_masks(inputs.volume, pipeline.segments, inputs.output)
     seg_instance_uid = uid("seg-instance")
+    # The SEG's tracking UIDs, derived from its UID even when no SEG is written, so every
+    # object names a segment's finding the same way.
+    tracking_uids = [segment_tracking_uid(seg_instance_uid, n) for n in range(1, len(pipeline.segments) + 1)]
     objects: list[ResultObject] = []
+    outlines: tuple[PlanarOutline | None, ...] = ()
+    library = None
+    if wanted & {ResultKind.SR, ResultKind.PLANAR_SR}:
+        with timer.stage("outlines"):
+            outlines = segment_outlines(inputs.voxels, (inputs.volume.spacing[1], inputs.volume.spacing[2]))
+            ordered = order_source_images(inputs.source_images, inputs.volume)
+            images = {outline.slice_index: ordered[outline.slice_index] for outline in outlines if outline}
+            library = image_library([images[k] for k in sorted(images)])
     if ResultKind.SEG in wanted:
         with timer.stage("seg"):
             seg = build_segmentation(
                 source_images=inputs.source_images,
                 volume=inputs.volume,
                 segments=pipeline.segments,
-                result=inputs.output,
+                voxels=inputs.voxels,
                 algorithm=algorithm,
                 device=inputs.device,
                 series_instance_uid=uid("seg-series"),
                 sop_instance_uid=seg_instance_uid,
+                segmentation_type=inputs.seg_type,
             )
-        # highdicom draws this UID at random; derived, so the same job writes the same SEG
-        organization = uid("seg-dimension-organization")
-        seg.DimensionOrganizationSequence[0].DimensionOrganizationUID = organization
-        for index in seg.DimensionIndexSequence:
-            index.DimensionOrganizationUID = organization
+            # highdicom draws this UID at random; derived, so the same job writes the same SEG
+            organization = uid("seg-dimension-organization")
+            seg.DimensionOrganizationSequence[0].DimensionOrganizationUID = organization
+            for index in seg.DimensionIndexSequence:
+                index.DimensionOrganizationUID = organization
         objects.append(ResultObject(ResultKind.SEG, seg))
         if ResultKind.SR in wanted:
-            with timer.stage("sr"):
-                sr = build_measurement_report(
-                    source_images=inputs.source_images,
-                    volume=inputs.volume,
-                    segmentation=seg,
-                    segments=pipeline.segments,
-                    measurements=inputs.measurements,
-                    algorithm=algorithm,
-                    device=inputs.device,
-                    series_instance_uid=uid("sr-series"),
-                    sop_instance_uid=uid("sr-instance"),
-                    pipeline_result=inputs.output,
-                )
-            objects.append(ResultObject(ResultKind.SR, sr))
+            if has_groups(outlines, inputs.output):
+                with timer.stage("sr"):
+                    sr = build_measurement_report(
+                        source_images=inputs.source_images,
+                        volume=inputs.volume,
+                        segmentation=seg,
+                        segments=pipeline.segments,
+                        measurements=inputs.measurements,
+                        outlines=outlines,
+                        library=library,
+                        algorithm=algorithm,
+                        device=inputs.device,
+                        series_instance_uid=uid("sr-series"),
+                        sop_instance_uid=uid("sr-instance"),
+                        pipeline_result=inputs.output,
+                    )
+                objects.append(ResultObject(ResultKind.SR, sr))
+            else:
+                log.info("no SR for %s: every segment is empty, there is nothing to report", pipeline.name)
     if ResultKind.PLANAR_SR in wanted:
-        if has_outline(masks):
+        if has_outline(outlines):
             with timer.stage("planar-sr"):
                 planar = build_planar_measurement_report(
                     source_images=inputs.source_images,
                     volume=inputs.volume,
                     segments=pipeline.segments,
-                    masks=masks,
+                    outlines=outlines,
                     measurements=inputs.measurements,
-                    # The SEG's tracking UIDs, derived from its UID even when no SEG is
-                    # written, so every object names a segment's finding the same way.
-                    tracking_uids=[
-                        segment_tracking_uid(seg_instance_uid, number)
-                        for number in range(1, len(pipeline.segments) + 1)
-                    ],
+                    tracking_uids=tracking_uids,
+                    library=library,
                     algorithm=algorithm,
                     device=inputs.device,
                     series_instance_uid=uid("planar-sr-series"),
@@ -153,7 +175,7 @@ def build_result_objects(
                 source_images=inputs.source_images,
                 volume=inputs.volume,
                 segments=pipeline.segments,
-                masks=masks,
+                voxels=inputs.voxels,
                 measurements=inputs.measurements,
                 algorithm=algorithm,
                 device=inputs.device,

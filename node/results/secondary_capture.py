@@ -31,6 +31,7 @@ from scipy import ndimage
 from node.errors import ResultValidationError
 from node.imaging.volume import Volume
 from node.pipeline.base import SegmentSpec
+from node.pipeline.voxels import SegmentVoxels
 from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, order_source_images
 
@@ -164,7 +165,7 @@ def build_secondary_captures(
     source_images: Sequence[Dataset],
     volume: Volume,
     segments: Sequence[SegmentSpec],
-    masks: Sequence[np.ndarray],
+    voxels: SegmentVoxels,
     measurements: Sequence[SegmentMeasurements],
     algorithm: AlgorithmInfo,
     device: DeviceInfo,
@@ -174,16 +175,16 @@ def build_secondary_captures(
 ) -> list[hd.sc.SCImage]:
     """One RGB Secondary Capture Image per slice of ``volume``, in slice order.
 
-    ``masks`` are the validated boolean masks in the order of ``segments``;
+    ``voxels`` are the segments' voxels (:class:`~node.pipeline.voxels.SegmentVoxels`);
     ``sop_instance_uids`` one SOP Instance UID per slice. Every image copies the patient and
     study of its source slice, and its geometry (see the module documentation), references the
     slice in the Source Image Sequence (PS3.3 C.12.4), and says Burned In Annotation NO: the
     burned-in text names no patient.
 
-    Raises :class:`~node.errors.ResultValidationError` when the masks, measurements or UIDs do
+    Raises :class:`~node.errors.ResultValidationError` when the voxels, measurements or UIDs do
     not match the segments and slices.
     """
-    _check_consistent(volume, segments, masks, measurements, sop_instance_uids)
+    _check_consistent(volume, segments, voxels, measurements, sop_instance_uids)
     ordered = order_source_images(source_images, volume)
     window = window_for_series(volume, ordered)
     colours = [spec.rgb for spec in segments]
@@ -197,7 +198,8 @@ def build_secondary_captures(
     orientation = (_orientation_letter(volume.row_direction), _orientation_letter(volume.column_direction))
     images = []
     for index, source in enumerate(ordered):
-        blended = blend_segments(window.apply(volume.array[index]), [m[index] for m in masks], colours)
+        planes = [voxels.plane(index, number) for number in range(1, voxels.count + 1)]
+        blended = blend_segments(window.apply(volume.array[index]), planes, colours)
         pixels = np.rint(alpha * layer[..., :3] + (1.0 - alpha) * blended).astype(np.uint8)
         image = hd.sc.SCImage.from_ref_dataset(
             ref_dataset=source,
@@ -300,16 +302,16 @@ def _text(
 def _check_consistent(
     volume: Volume,
     segments: Sequence[SegmentSpec],
-    masks: Sequence[np.ndarray],
+    voxels: SegmentVoxels,
     measurements: Sequence[SegmentMeasurements],
     sop_instance_uids: Sequence[str],
 ) -> None:
     declared = [(number, spec.label) for number, spec in enumerate(segments, start=1)]
     measured = [(m.segment_number, m.label) for m in measurements]
-    if declared != measured or len(masks) != len(segments):
+    if declared != measured or voxels.count != len(segments):
         raise ResultValidationError(
             f"The secondary captures need one mask and measurement per segment: segments "
-            f"(number, label) declared {declared}, measured {measured}; {len(masks)} mask(s)."
+            f"(number, label) declared {declared}, measured {measured}; {voxels.count} mask(s)."
         )
     if len(sop_instance_uids) != volume.shape[0] or len(set(sop_instance_uids)) != volume.shape[0]:
         raise ResultValidationError(

@@ -1,17 +1,18 @@
 """Build the DICOM Segmentation (SEG) a pipeline's masks become.
 
-One BINARY Segmentation instance per new series (PS3.3 A.51), one segment per
+One Segmentation instance per new series (PS3.3 A.51), BINARY unless a pipeline's settings ask
+for LABELMAP, one segment per
 :class:`~node.pipeline.base.SegmentSpec`, every frame tied to the source instance it segments, so
 viewers (OHIF, 3D Slicer) and dcmqi overlay it on the series it came from.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import highdicom as hd
 import numpy as np
@@ -20,10 +21,22 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node import MANUFACTURER, __version__
+from node.config import SegmentationKind
 from node.errors import ConfigurationError, InputSeriesError, NodeError, PipelineError
 from node.imaging.volume import Volume
-from node.pipeline.base import Code, Pipeline, PipelineResult, SegmentSpec
-from node.results.measure import validated_masks
+from node.pipeline.base import Code, Pipeline, SegmentSpec
+from node.pipeline.voxels import SegmentVoxels
+from node.results.part10 import as_written
+from node.results.seg_frames import (
+    PER_FRAME_FUNCTIONAL_GROUPS,
+    frame_table,
+    pack_frames,
+    per_frame_functional_groups,
+)
+
+log = logging.getLogger(__name__)
+
+PIXEL_DATA = 0x7FE00010
 
 #: Series Number (0020,0011) of a new SEG series: the number docs/conformance.md lists.
 DEFAULT_SEG_SERIES_NUMBER = 9901
@@ -131,102 +144,88 @@ def build_segmentation(
     source_images: Sequence[Dataset],
     volume: Volume,
     segments: Sequence[SegmentSpec],
-    result: PipelineResult,
+    voxels: SegmentVoxels,
     algorithm: AlgorithmInfo,
     device: DeviceInfo,
     series_instance_uid: str,
     sop_instance_uid: str,
     series_number: int = DEFAULT_SEG_SERIES_NUMBER,
+    segmentation_type: SegmentationKind = SegmentationKind.BINARY,
 ) -> hd.seg.Segmentation:
-    """Return a BINARY Segmentation of ``volume`` with one segment per entry of ``segments``.
+    """Return a Segmentation of ``volume`` with one segment per entry of ``segments``.
 
     ``source_images`` are the datasets of the volume's slices in any order (metadata suffices);
-    they are matched to ``volume.source_instance_uids`` by SOP Instance UID, so frame ``k`` of
-    the mask references the instance slice ``k`` came from (Derivation Image Sequence, PS3.3
-    C.7.6.16.2.6). Empty frames are omitted; a segment with an empty mask is still described
-    in the Segment Sequence (PS3.3 C.8.20.2), so the SR can report its zero volume.
+    they are matched to ``volume.source_instance_uids`` by SOP Instance UID, so every frame
+    references the instance its slice came from (Derivation Image Sequence, PS3.3
+    C.7.6.16.2.6). A BINARY SEG holds only the non-empty (segment, slice) frames; a segment
+    with no voxels is still described in the Segment Sequence (PS3.3 C.8.20.2). A LABELMAP SEG
+    (PS3.3 C.8.20.2.1, Supplement 243) holds one frame per slice with the segment numbers as
+    values; segments that overlap cannot be one, so they are written as BINARY instead.
 
-    Raises :class:`~node.errors.PipelineError` when the result does not match the declared
-    segments, and :class:`~node.errors.InputSeriesError` when a slice's source image is missing.
+    Raises :class:`~node.errors.InputSeriesError` when a slice's source image is missing.
     """
-    masks = validated_masks(volume, segments, result)
     ordered = order_source_images(source_images, volume)
-    # (slices, rows, columns, segments) in volume order: highdicom pairs pixel_array[k] with
-    # source_images[k] and takes plane positions from them.
-    pixel_array = np.stack(masks, axis=-1)
-    placeholders = _byte_alignment_placeholders(pixel_array)
-    for slice_index, segment_index in placeholders:
-        pixel_array[slice_index, 0, 0, segment_index] = True
     descriptions = [
         _segment_description(number, spec, algorithm, sop_instance_uid)
         for number, spec in enumerate(segments, start=1)
     ]
-    segmentation = hd.seg.Segmentation(
-        source_images=ordered,
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=1,
+    header: dict[str, Any] = {
+        "source_images": ordered,
+        "segment_descriptions": descriptions,
+        "series_instance_uid": series_instance_uid,
+        "series_number": series_number,
+        "sop_instance_uid": sop_instance_uid,
+        "instance_number": 1,
         **device.equipment(),
-        content_label=content_label(algorithm.name),
-        content_description=_truncate(f"{algorithm.name} {algorithm.version}", _LO_MAX),
-        content_creator_name=CONTENT_CREATOR_NAME,
-        series_description=_truncate(f"AI SEG {algorithm.name}", _LO_MAX),
-        # When every mask is empty there is no frame left to omit down to; highdicom would
-        # then keep all frames anyway and log a warning, so ask for that outright.
-        omit_empty_frames=bool(pixel_array.any()),
+        "content_label": content_label(algorithm.name),
+        "content_description": _truncate(f"{algorithm.name} {algorithm.version}", _LO_MAX),
+        "content_creator_name": CONTENT_CREATOR_NAME,
+        "series_description": _truncate(f"AI SEG {algorithm.name}", _LO_MAX),
+    }
+    if segmentation_type is SegmentationKind.LABELMAP:
+        if voxels.label_map is not None:
+            # one frame per slice: highdicom's own path is as fast as the data allows
+            return hd.seg.Segmentation(
+                pixel_array=voxels.label_map,
+                segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+                omit_empty_frames=False,
+                **header,
+            )
+        log.info("segments of %s overlap, so its SEG is BINARY, not LABELMAP", algorithm.name)
+    return _binary(voxels, header, ordered)
+
+
+def _binary(voxels: SegmentVoxels, header: dict[str, Any], ordered: Sequence[Dataset]) -> hd.seg.Segmentation:
+    """highdicom writes the SEG with one frame per segment (a voxel each, on the first plane),
+    which settles every attribute but the frames; then the frames are replaced by the real
+    ones (:mod:`node.results.seg_frames`)."""
+    rows, columns = int(ordered[0].Rows), int(ordered[0].Columns)
+    if voxels.count > rows * columns:
+        raise PipelineError(
+            f"{voxels.count} segments on a {rows} × {columns} pixel matrix: a SEG frame cannot "
+            "tell that many segments apart."
+        )
+    stub = np.zeros(voxels.shape, dtype=np.min_scalar_type(voxels.count))
+    stub[0].flat[: voxels.count] = np.arange(1, voxels.count + 1)
+    segmentation = hd.seg.Segmentation(
+        pixel_array=stub, segmentation_type=hd.seg.SegmentationTypeValues.BINARY, **header
     )
-    _clear_placeholders(segmentation, placeholders, ordered)
+    template = segmentation.PerFrameFunctionalGroupsSequence[0]
+    table = frame_table(voxels, ordered, rows, columns)
+    segmentation[PER_FRAME_FUNCTIONAL_GROUPS] = per_frame_functional_groups(
+        template,
+        segmentation.SharedFunctionalGroupsSequence[0],
+        [int(item.DimensionIndexPointer) for item in segmentation.DimensionIndexSequence],
+        ordered,
+        table,
+    )
+    segmentation.NumberOfFrames = len(table.frames)
+    # OB, as highdicom writes BINARY frames (PS3.5 8.1.1); said outright because the writer
+    # below does not resolve an ambiguous VR
+    segmentation.add_new(PIXEL_DATA, "OB", pack_frames(voxels, table, rows, columns))
+    # the raw per-frame groups are copied as they are only into a dataset written as it was built
+    as_written(segmentation)
     return segmentation
-
-
-def _byte_alignment_placeholders(pixel_array: np.ndarray) -> list[tuple[int, int]]:
-    """Empty (slice, segment) frames to keep so the packed frames fill an even number of bytes.
-
-    BINARY frames are packed bit by bit across frame boundaries (PS3.5 8.1.1) and Pixel Data
-    is padded to an even length (PS3.5 7.1.1). dcmjs, which OHIF 3.13 uses to read a SEG,
-    insists that the length equals the packed size and rejects a padded one: a 217×181 MR
-    SEG with an odd packed size did not load at all. Keeping a few empty frames makes the
-    packed size even, so no padding byte is needed; empty frames are valid SEG content.
-    highdicom can only omit all empty frames or none, so the chosen frames are first marked
-    with one voxel (cleared again by :func:`_clear_placeholders`).
-    """
-    slices, rows, columns, _ = pixel_array.shape
-    bits = rows * columns
-    present = pixel_array.any(axis=(1, 2))
-    frames = int(present.sum())
-    if frames == 0:  # highdicom keeps every frame then
-        frames = present.size
-    extra = 0
-    while math.ceil((frames + extra) * bits / 8) % 2:
-        extra += 1
-    empty = np.argwhere(~present)
-    if extra == 0 or frames == present.size or extra > len(empty):
-        return []
-    return [(int(k), int(s)) for k, s in empty[:extra]]
-
-
-def _clear_placeholders(
-    segmentation: hd.seg.Segmentation, placeholders: list[tuple[int, int]], ordered: Sequence[Dataset]
-) -> None:
-    if not placeholders:
-        return
-    marked = {(str(ordered[k].SOPInstanceUID), s + 1) for k, s in placeholders}
-    bits = int(segmentation.Rows) * int(segmentation.Columns)
-    data = bytearray(segmentation.PixelData)
-    shared = segmentation.SharedFunctionalGroupsSequence[0]
-    for frame, item in enumerate(segmentation.PerFrameFunctionalGroupsSequence):
-        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        # With one segment highdicom puts the segment identification in the shared groups.
-        identification = item if "SegmentIdentificationSequence" in item else shared
-        segment = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        if (str(source), segment) in marked:
-            first_pixel = frame * bits  # the voxel set at row 0, column 0; packed LSB first
-            data[first_pixel // 8] &= ~(1 << (first_pixel % 8)) & 0xFF
-    segmentation.PixelData = bytes(data)
 
 
 def order_source_images(source_images: Sequence[Dataset], volume: Volume) -> list[Dataset]:

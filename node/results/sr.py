@@ -1,242 +1,186 @@
 """Build the TID 1500 Measurement Report that carries a pipeline's segment measurements.
 
-A Comprehensive 3D SR (PS3.3 A.35.13) in its own series, holding one TID 1411 Volumetric ROI
-group per segment, each pointing at its segment in the SEG. Groups that reference a SEG live
-in an SR series of their own because OHIF 3.13 rejects a whole SR that mixes them with
-planar groups.
+A Comprehensive 3D SR (PS3.3 A.35.13) in its own series. Each segment with voxels gets two
+measurement groups that share its tracking identifier and UID (TID 4108), the SEG segment's:
+
+- a TID 1411 Volumetric ROI group that references the segment in the SEG (DCM 121191) with
+  its source series, and holds the volume and mean intensity the node measured and what the
+  pipeline measured and concluded itself;
+- a TID 1410 Planar ROI group with the segment's outline on the slice where it is largest
+  (:mod:`node.results.outline`) and the outlined area.
+
+OHIF 3.13 needs the second: it places every measurement of an SR by a SCOORD, merges groups
+by tracking UID, and fails the whole SR ("Cannot read properties of undefined (reading
+'ReferencedSOPSequence')") when one has none; the pair opens there as the outline labelled
+with the volume (docs/viewer.md). So a segment without voxels, which has no outline, gets no
+group (its zero volume is in the job's result); only if the pipeline reported quantities or
+findings for it is its volumetric group kept, and that report will not open in OHIF 3.13.
+Findings about the whole study go into the report's Qualitative Evaluations container
+(TID 1500 row 12), which OHIF does not try to place.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node.errors import PipelineError, ResultValidationError
 from node.imaging.volume import Volume
 from node.pipeline.base import Finding, Measurement, PipelineResult, SegmentSpec
 from node.results.measure import SegmentMeasurements
-from node.results.seg import (
-    AlgorithmInfo,
-    DeviceInfo,
-    coded_concept,
-    order_source_images,
+from node.results.outline import PlanarOutline
+from node.results.planar_sr import area_measurement, planar_group
+from node.results.report import (
+    MEAN,
+    MEAN_INTENSITY_BY_MODALITY,
+    MILLILITER,
+    VOLUME,
+    measurement_report_document,
 )
+from node.results.seg import AlgorithmInfo, DeviceInfo, coded_concept, order_source_images
+
+log = logging.getLogger(__name__)
 
 #: Series Number (0020,0011) of a new SR series: the number docs/conformance.md lists.
 DEFAULT_SR_SERIES_NUMBER = 9902
 
-_CodedConcept = hd.sr.CodedConcept
-
-#: Procedure Reported (TID 1500 row 4) by the modality of the measured series, from CID 100
-#: Quantitative Diagnostic Imaging Procedures, which lists these LOINC codes; pixelmed's
-#: validator reports a code outside CID 100 (e.g. SCT 77477000 "Computed tomography") as an error.
-PROCEDURE_BY_MODALITY: dict[str, hd.sr.CodedConcept] = {
-    "CT": _CodedConcept("25045-6", "LN", "CT unspecified body region"),
-    "MR": _CodedConcept("25056-3", "LN", "MRI unspecified body region"),
-}
-#: Procedure Reported for any other modality (also in CID 100).
-IMAGING_PROCEDURE = _CodedConcept("363679005", "SCT", "Imaging procedure")
-
-#: Volume (CID 7469) in millilitres; UCUM units as TID 300 requires (PS3.16 CID 82).
-VOLUME = _CodedConcept("118565006", "SCT", "Volume")
-MILLILITER = _CodedConcept("ml", "UCUM", "milliliter")
-#: Derivation of the mean intensity (CID 7464 General Region of Interest Measurement Modifiers).
-MEAN = _CodedConcept("373098007", "SCT", "Mean")
-
-#: Concept name and unit of a segment's mean intensity, by modality. CT values are Hounsfield
-#: units after Rescale Slope/Intercept. MR values have no physical scale, so the UCUM arbitrary
-#: unit says exactly that rather than pretending to a dimensionless ratio.
-MEAN_INTENSITY_BY_MODALITY: dict[str, tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]] = {
-    "CT": (
-        _CodedConcept("112031", "DCM", "Attenuation Coefficient"),
-        _CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit"),
-    ),
-    "MR": (
-        _CodedConcept("110852", "DCM", "MR signal intensity"),
-        _CodedConcept("[arb'U]", "UCUM", "arbitrary unit"),
-    ),
-}
+#: TID 1500 row 12: the report's own qualitative evaluations, outside any measurement group
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 
 
 def build_measurement_report(
     *,
     source_images: Sequence[Dataset],
     volume: Volume,
-    segmentation: hd.seg.Segmentation,
+    segmentation: Dataset,
     segments: Sequence[SegmentSpec],
     measurements: Sequence[SegmentMeasurements],
+    outlines: Sequence[PlanarOutline | None],
+    library: Dataset | None,
     algorithm: AlgorithmInfo,
     device: DeviceInfo,
     series_instance_uid: str,
     sop_instance_uid: str,
     series_number: int = DEFAULT_SR_SERIES_NUMBER,
     pipeline_result: PipelineResult | None = None,
-) -> hd.sr.Comprehensive3DSR:
+) -> Dataset:
     """Return a Comprehensive 3D SR with a TID 1500 Measurement Report of ``measurements``.
 
-    ``pipeline_result`` adds what the pipeline measured and concluded itself: its quantities
-    (TID 300) and findings (Qualitative Evaluations) go into the group of their segment;
-    findings about the whole study go into one TID 1501 group of their own.
+    Per segment with voxels, a TID 1411 group (Referenced Segment in ``segmentation``, finding
+    type and category, the measurements the segment asks for, the pipeline's own quantities
+    (TID 300) and findings (Qualitative Evaluations), each with the algorithm's name and version,
+    TID 4019) and a TID 1410 group with its outline from ``outlines`` and the area. ``library``
+    is the Image Library of the outlines' images (:func:`~node.results.report.image_library`);
+    the source images and the SEG are the evidence (PS3.3 C.17.2.3).
 
-    Each segment becomes one TID 1411 group: the Tracking Identifier and Tracking UID of its
-    SEG segment (TID 4108), finding type and category from the :class:`SegmentSpec`, a
-    Referenced Segment (DCM 121191) with the source series, and the measurements the segment
-    asks for, each with the algorithm's name and version (TID 4019). The source images form
-    the Image Library (TID 1600) and, with the SEG, the Current Requested Procedure Evidence
-    Sequence (PS3.3 C.17.2.3).
-
-    Raises :class:`~node.errors.ResultValidationError` when ``measurements``, ``segments`` and
-    the SEG's Segment Sequence do not describe the same segments.
+    Raises :class:`~node.errors.ResultValidationError` when ``measurements``, ``segments``,
+    ``outlines`` and the SEG's Segment Sequence do not describe the same segments.
     """
-    _check_consistent(segmentation, segments, measurements)
+    _check_consistent(segmentation, segments, measurements, outlines)
     ordered = order_source_images(source_images, volume)
     algorithm_id = algorithm.sr_identification()
+    findings = pipeline_result.findings if pipeline_result else ()
     groups: list[
-        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
-    ] = [
-        _volumetric_group(
-            spec=spec,
-            measured=measured,
-            segmentation=segmentation,
-            volume=volume,
-            algorithm_id=algorithm_id,
-            sr_sop_instance_uid=sop_instance_uid,
-            pipeline_result=pipeline_result,
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
+    for spec, measured, outline in zip(segments, measurements, outlines, strict=True):
+        item = segmentation.SegmentSequence[measured.segment_number - 1]
+        tracking_uid = str(
+            item.get("TrackingUID")
+            or generate_uid(entropy_srcs=[sop_instance_uid, "segment", str(measured.segment_number)])
         )
-        for spec, measured in zip(segments, measurements, strict=True)
-    ]
-    study_findings = [f for f in (pipeline_result.findings if pipeline_result else ()) if f.segment is None]
-    if study_findings:
+        extras = _pipeline_quantities(spec, pipeline_result, algorithm_id)
+        evaluations = [_qualitative(f) for f in findings if f.segment == spec.label]
+        if outline is None and not (extras or evaluations):
+            continue
+        if outline is None:
+            log.info(
+                "segment %r of %s has no voxels but pipeline measurements: its SR group has no "
+                "outline, so OHIF 3.13 will not open this SR",
+                spec.label,
+                algorithm.name,
+            )
         groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=generate_uid(entropy_srcs=[sop_instance_uid, "study-findings"]),
-                    identifier="Study findings",
+                    uid=tracking_uid, identifier=str(item.get("TrackingID") or spec.label)
                 ),
+                # Source series rather than a list of source images: that is what dcmqi and
+                # viewers resolve a segment's images by.
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=segmentation.SOPClassUID,
+                    sop_instance_uid=segmentation.SOPInstanceUID,
+                    segment_number=measured.segment_number,
+                    source_series=hd.sr.SourceSeriesForSegmentation(volume.series_instance_uid),
+                ),
+                finding_type=coded_concept(spec.type),
+                finding_category=coded_concept(spec.category),
                 algorithm_id=algorithm_id,
-                qualitative_evaluations=[_qualitative(f) for f in study_findings],
+                measurements=[*_measurements(spec, measured, volume.modality, algorithm_id), *extras],
+                qualitative_evaluations=evaluations or None,
             )
         )
-    return measurement_report_document(
+        if outline is not None:
+            groups.append(
+                planar_group(
+                    spec=spec,
+                    outline=outline,
+                    image=ordered[outline.slice_index],
+                    tracking_uid=tracking_uid,
+                    algorithm_id=algorithm_id,
+                    measurements=[area_measurement(outline, algorithm_id)],
+                )
+            )
+    if not groups:
+        raise ResultValidationError(
+            "The SR needs at least one segment with voxels or pipeline measurements; every segment is empty."
+        )
+    document = measurement_report_document(
         groups,
         volume=volume,
         device=device,
-        referenced_images=ordered,
+        library=library,
         evidence=[*ordered, segmentation],
         series_description=f"AI SR {algorithm.name}",
         series_instance_uid=series_instance_uid,
         sop_instance_uid=sop_instance_uid,
         series_number=series_number,
     )
+    study_findings = [f for f in findings if f.segment is None]
+    if study_findings:
+        document.ContentSequence.append(_study_evaluations(study_findings))
+    return document
 
 
-def measurement_report_document(
-    groups: Sequence[
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
-    ],
-    *,
-    volume: Volume,
-    device: DeviceInfo,
-    referenced_images: Sequence[Dataset],
-    evidence: Sequence[Dataset],
-    series_description: str,
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
-) -> hd.sr.Comprehensive3DSR:
-    """The Comprehensive 3D SR that holds a TID 1500 report of ``groups``, volumetric or planar.
-
-    ``referenced_images`` form the Image Library (TID 1600); ``evidence`` the Current
-    Requested Procedure Evidence Sequence (PS3.3 C.17.2.3).
-    """
-    report = hd.sr.MeasurementReport(
-        observation_context=observation_context(device),
-        procedure_reported=PROCEDURE_BY_MODALITY.get(volume.modality, IMAGING_PROCEDURE),
-        imaging_measurements=groups,
-        referenced_images=referenced_images,
+def has_groups(outlines: Sequence[PlanarOutline | None], pipeline_result: PipelineResult | None) -> bool:
+    """Whether :func:`build_measurement_report` has a group to write."""
+    about_segments = bool(
+        pipeline_result
+        and (pipeline_result.measurements or any(f.segment is not None for f in pipeline_result.findings))
     )
-    return hd.sr.Comprehensive3DSR(
-        evidence=evidence,
-        content=report[0],
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        **device.equipment(),
-        series_description=series_description[:64],
-        # Every measurement the pipeline asked for is in the report (Completion Flag), but no
-        # person has verified it, and an automatic result is not the definitive report
-        # (Verification Flag UNVERIFIED, Preliminary Flag PRELIMINARY; PS3.3 C.17.2).
-        is_complete=True,
-        is_verified=False,
-        is_final=False,
-    )
+    return about_segments or any(outline is not None for outline in outlines)
 
 
-def observation_context(device: DeviceInfo) -> hd.sr.ObservationContext:
-    """TID 1001 with a device observer (TID 1004): the node made these observations."""
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device.observer_uid,
-                name=device.model_name,
-                manufacturer_name=device.manufacturer,
-                model_name=device.model_name,
-                serial_number=device.device_serial_number,
-            ),
-        )
+def _study_evaluations(findings: Sequence[Finding]) -> hd.sr.ContainerContentItem:
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
-
-
-def _volumetric_group(
-    *,
-    spec: SegmentSpec,
-    measured: SegmentMeasurements,
-    segmentation: hd.seg.Segmentation,
-    volume: Volume,
-    algorithm_id: hd.sr.AlgorithmIdentification,
-    sr_sop_instance_uid: str,
-    pipeline_result: PipelineResult | None,
-) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
-    number = measured.segment_number
-    segment_item = segmentation.SegmentSequence[number - 1]
-    tracking = hd.sr.TrackingIdentifier(
-        uid=segment_item.get("TrackingUID")
-        or generate_uid(entropy_srcs=[sr_sop_instance_uid, "segment", str(number)]),
-        identifier=segment_item.get("TrackingID") or spec.label,
-    )
-    # Source series rather than a list of source images: an empty segment has no frames to
-    # take source images from, and the series is what dcmqi and viewers resolve anyway.
-    referenced_segment = hd.sr.ReferencedSegment(
-        sop_class_uid=segmentation.SOPClassUID,
-        sop_instance_uid=segmentation.SOPInstanceUID,
-        segment_number=number,
-        source_series=hd.sr.SourceSeriesForSegmentation(volume.series_instance_uid),
-    )
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking,
-        referenced_segment=referenced_segment,
-        finding_type=coded_concept(spec.type),
-        finding_category=coded_concept(spec.category),
-        algorithm_id=algorithm_id,
-        measurements=[
-            *_measurements(spec, measured, volume.modality, algorithm_id),
-            *_pipeline_quantities(spec, pipeline_result, algorithm_id),
-        ],
-        qualitative_evaluations=[
-            _qualitative(finding)
-            for finding in (pipeline_result.findings if pipeline_result else ())
-            if finding.segment == spec.label
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.CodeContentItem(
+                name=coded_concept(finding.name),
+                value=coded_concept(finding.value),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+            for finding in findings
         ]
-        or None,
     )
+    return container
 
 
 def _pipeline_quantities(
@@ -299,12 +243,14 @@ def _check_consistent(
     segmentation: Dataset,
     segments: Sequence[SegmentSpec],
     measurements: Sequence[SegmentMeasurements],
+    outlines: Sequence[PlanarOutline | None],
 ) -> None:
     declared = [(number, spec.label) for number, spec in enumerate(segments, start=1)]
     measured = [(m.segment_number, m.label) for m in measurements]
     in_seg = [(int(item.SegmentNumber), str(item.SegmentLabel)) for item in segmentation.SegmentSequence]
-    if not declared == measured == in_seg:
+    if not declared == measured == in_seg or len(outlines) != len(segments):
         raise ResultValidationError(
             "The SR would not match its SEG: segments (number, label) declared "
-            f"{declared}, measured {measured}, in SEG {segmentation.SOPInstanceUID} {in_seg}."
+            f"{declared}, measured {measured}, in SEG {segmentation.SOPInstanceUID} {in_seg}; "
+            f"{len(outlines)} outline(s)."
         )

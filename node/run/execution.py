@@ -22,6 +22,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -64,11 +65,12 @@ def run_pipeline(
     *,
     time_limit: timedelta | float | None = None,
 ) -> PipelineResult:
-    """Run ``pipeline`` on ``volume``; return its result as masks on ``volume``'s grid.
+    """Run ``pipeline`` on ``volume``; return its result on ``volume``'s grid.
 
     The volume goes to the pipeline as its :attr:`~node.pipeline.base.Pipeline.input` asks
-    (orientation, spacing, intensity); a label map comes back as one mask per segment; masks
-    are mapped back onto the source voxels. ``measurements`` and ``findings`` pass through,
+    (orientation, spacing, intensity); its label map or masks are mapped back onto the source
+    voxels, a label map as a label map (one mask per segment would be a hundred times its size
+    for a whole-body model). ``measurements`` and ``findings`` pass through,
     checked. Anything the pipeline raises, a result that does not fit its declaration, or a
     run longer than ``time_limit`` (seconds or a timedelta; ``None``: no limit) becomes a
     :class:`~node.errors.PipelineError` naming the pipeline; an
@@ -93,9 +95,9 @@ def run_pipeline(
     output = _call(pipeline, model_volume, seconds, label)
     if not isinstance(output, PipelineResult):
         raise PipelineError(f"{label} returned {type(output).__name__}, not a PipelineResult.")
-    masks = _source_masks(pipeline, output, model_volume, space, label)
+    on_source = _on_source_grid(pipeline, output, model_volume, space, label)
     _check_extras(pipeline, output, label)
-    return PipelineResult(masks=masks, measurements=output.measurements, findings=output.findings)
+    return on_source
 
 
 def _call(pipeline: Pipeline, volume: Volume, seconds: float | None, label: str) -> PipelineResult:
@@ -174,9 +176,11 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _source_masks(
+def _on_source_grid(
     pipeline: Pipeline, output: PipelineResult, volume: Volume, space: ModelSpace, label: str
-) -> dict[str, np.ndarray]:
+) -> PipelineResult:
+    """``output`` checked and mapped onto the source grid: a label map stays one label map
+    (in the smallest integer type its segments fit), masks stay masks."""
     labels = [segment.label for segment in pipeline.segments]
     if output.label_map is not None:
         if output.masks:
@@ -194,8 +198,9 @@ def _source_masks(
                 f"{label} returned a label map with value {top if top > len(labels) else label_map.min()}; "
                 f"it declares {len(labels)} segment(s), so values must be 0 to {len(labels)}."
             )
-        source = space.to_source(label_map.astype(np.min_scalar_type(len(labels)), copy=False))
-        return {name: source == number for number, name in enumerate(labels, start=1)}
+        return replace(
+            output, label_map=space.to_source(label_map.astype(np.min_scalar_type(len(labels)), copy=False))
+        )
     extra = sorted(set(output.masks) - set(labels))
     if extra:
         raise PipelineError(
@@ -209,7 +214,7 @@ def _source_masks(
         mask = np.asarray(output.masks[name])
         _check_shape(mask, volume, f"{label} returned a mask for segment {name!r}", space)
         masks[name] = space.to_source(mask)
-    return masks
+    return replace(output, masks=masks)
 
 
 def _check_shape(array: np.ndarray, volume: Volume, what: str, space: ModelSpace) -> None:

@@ -116,38 +116,44 @@ class ReportedValue:
     unit: str  # Measurement Units Code Value (UCUM)
 
 
-def planar_values(sr: Dataset) -> list[ReportedValue]:
-    """The numeric measurements of the SR's measurement groups that have an image region (SCOORD).
+def placed_values(sr: Dataset) -> list[ReportedValue]:
+    """The numeric measurements OHIF 3.13 can place on an image: those of every measurement group
+    that shares its Tracking Unique Identifier with a group holding an image region (SCOORD).
 
-    Those are the groups a viewer can draw on an image (TID 1410 planar ROI); an empty list for
-    a report of volumetric groups only (TID 1411).
+    OHIF merges the groups of one tracking UID into one measurement and draws it where the
+    SCOORD lies (a volumetric TID 1411 group and the planar TID 1410 group beside it, or a
+    planar group alone); an empty list for a report OHIF cannot place at all.
     """
+    groups = [list(group.get("ContentSequence", [])) for group in _measurement_groups(sr)]
+    placed = {_tracking(items, "Tracking Unique Identifier") for items in groups if _has_scoord(items)}
     values = []
-    for group in _measurement_groups(sr):
-        items = list(group.get("ContentSequence", []))
-        if not any(item.ValueType == "SCOORD" for item in _walk(items)):
+    for items in groups:
+        if _tracking(items, "Tracking Unique Identifier") not in placed:
             continue
-        tracking = next(
-            (
-                str(item.TextValue)
-                for item in items
-                if item.ValueType == "TEXT" and _meaning(item) == "Tracking Identifier"
-            ),
-            "",
-        )
         for item in items:
             if item.ValueType != "NUM" or "MeasuredValueSequence" not in item:
                 continue
             measured = item.MeasuredValueSequence[0]
             values.append(
                 ReportedValue(
-                    group=tracking,
+                    group=_tracking(items, "Tracking Unique Identifier"),
                     name=_meaning(item),
                     value=float(measured.NumericValue),
                     unit=str(measured.MeasurementUnitsCodeSequence[0].CodeValue),
                 )
             )
     return values
+
+
+def _has_scoord(items: list[Dataset]) -> bool:
+    return any(item.ValueType == "SCOORD" for item in _walk(items))
+
+
+def _tracking(items: list[Dataset], meaning: str) -> str:
+    for item in items:
+        if _meaning(item) == meaning:
+            return str(item.UID if item.ValueType == "UIDREF" else item.TextValue)
+    return ""
 
 
 def _measurement_groups(sr: Dataset) -> Iterator[Dataset]:

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from tests.e2e.colour import hue_and_saturation, hue_distance
 from tests.e2e.conftest import WINDOW, ProcessedStudy, RunningViewer
 from tests.e2e.ohif import OhifPage
-from tests.e2e.results import ReportedValue, SegmentProbe, planar_values, segment_probes, series_of_modality
+from tests.e2e.results import ReportedValue, SegmentProbe, placed_values, segment_probes, series_of_modality
 from tests.integration.node_fixture import RunningNode
 
 pytestmark = pytest.mark.e2e
@@ -218,29 +218,26 @@ def sr_view(
 _DRAWN_VALUE = re.compile(r"^(?P<name>[^:]+): (?P<value>-?\d+(?:\.\d+)?) (?P<unit>\S+)$")
 
 
-def test_planar_sr_measurements_are_shown_with_values_and_units(
+def test_every_sr_opens_and_shows_each_measurement_with_value_and_unit(
     sr_view: SrView, e2e_node: RunningNode
 ) -> None:
-    """Every numeric measurement of the planar SR is drawn by OHIF with its value and unit.
+    """Every SR of the node opens in OHIF without an error, and every numeric measurement OHIF
+    can place is drawn with its value and unit.
 
-    OHIF 3.13 draws an SR's planar groups in its SR viewport, one measurement at a time (the
-    arrows in the viewport's corner step through them), as "<concept>: <value> <UCUM unit>".
-    Its measurement panel stays empty for these groups: it lists tracked measurements only, and
-    OHIF tracks a group only when its Tracking Identifier names a Cornerstone3D tool.
+    OHIF 3.13 draws an SR's measurements in its SR viewport one at a time (the arrows in the
+    viewport's corner step through them), as "<concept>: <value> <UCUM unit>", merging the
+    groups of one tracking UID: the volumetric SR's TID 1411 group (volume, mean) and the TID
+    1410 group with the segment's outline (area). Before the outline was added, the volumetric
+    SR failed with "Cannot read properties of undefined (reading 'ReferencedSOPSequence')".
+    Its measurement panel stays empty: it lists tracked measurements only, and OHIF tracks a
+    group only when its Tracking Identifier names a Cornerstone3D tool.
     """
     ohif = sr_view.ohif
-    reports = [
-        (series_uid, values)
-        for series_uid, dataset in series_of_modality(e2e_node, sr_view.study.study_instance_uid, "SR")
-        if (values := planar_values(dataset))
-    ]
-    if not reports:
-        pytest.xfail(
-            "the study has no planar TID 1500 SR (measurement groups with an image region, SCOORD): "
-            "the node writes only the volumetric SR, which OHIF 3.13 cannot show, until the planar "
-            "SR of node/results/ lands"
-        )
-    for series_uid, values in reports:
+    reports = series_of_modality(e2e_node, sr_view.study.study_instance_uid, "SR")
+    assert reports, "the study has no SR"
+    for series_uid, dataset in reports:
+        values = placed_values(dataset)
+        assert values, f"SR series {series_uid} has no measurement OHIF can place on an image"
         display_set_uid = ohif.open_display_set(series_uid)
         ohif.wait_for_sr(display_set_uid)
         drawn: set[tuple[str, float, str]] = set()
@@ -248,7 +245,7 @@ def test_planar_sr_measurements_are_shown_with_values_and_units(
             if step:
                 ohif.next_measurement()
             texts = ohif.drawn_annotation_texts()
-            ohif.page.screenshot(path=sr_view.screenshots / f"sr-{step}.png")
+            ohif.page.screenshot(path=sr_view.screenshots / f"sr-{series_uid[-6:]}-{step}.png")
             for text in texts:
                 match = _DRAWN_VALUE.match(text)
                 if match:

@@ -28,7 +28,7 @@ from tests.integration.peers import (
 from tests.requirements import require_or_skip
 
 #: a CT rule's results: SEG, SR (TID 1500) and planar SR
-RESULT_KINDS = ("seg", "sr", "planar-sr")
+RESULT_KINDS = ("seg", "sr")
 
 
 class Admin:

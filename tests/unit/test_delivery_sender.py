@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
-from node.config import DeliveryRetrySettings
+from node.config import DeliveryRetrySettings, ResultKind
 from node.db.config_store import ConfigStore
 from node.db.jobs import JobStore, JobTrigger
 from node.db.models import DeliveryStatus
@@ -22,6 +22,7 @@ from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
 from node.errors import DeliveryError
 from node.orthanc.client import OrthancClient
+from node.results.part10 import ResultObject
 from tests.factories import make_series
 
 
@@ -65,7 +66,8 @@ def staged_job(sender: DeliverySender) -> tuple[int, list[Dataset]]:
     )
     assert job is not None
     datasets = make_series(np.zeros((2, 4, 4), dtype=np.int16))
-    sender.files.write(job.uid, datasets)
+    # staged as the worker stages its objects (the series stands in for results here)
+    sender.files.write(job.uid, [ResultObject(ResultKind.SEG, ds) for ds in datasets])
     return job.id, datasets
 
 

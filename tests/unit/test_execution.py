@@ -45,7 +45,7 @@ from node.run.device import DeviceUnavailableError, claimable_pipelines, resolve
 from node.run.execution import PipelineTimeoutError, amp_dtype, run_pipeline
 from node.run.warm import WarmPipelines
 from node.worker import Worker
-from tests.factories import make_series
+from tests.factories import make_series, segment_mask
 
 DIST = Path(__file__).resolve().parents[1] / "fixtures" / "entry_point_dist"
 TISSUE = Code("85756007", "SCT", "Tissue")
@@ -143,18 +143,17 @@ def test_a_missing_mask_is_refused():
         run_pipeline(pipeline, volume())
 
 
-def test_a_label_map_becomes_one_mask_per_segment():
-    labels = np.zeros((4, 5, 6), dtype=np.uint8)
+def test_a_label_map_stays_one_label_map_on_the_source_grid():
+    labels = np.zeros((4, 5, 6), dtype=np.int64)
     labels[1] = 1
     labels[2, :2] = 2
     pipeline = answering(lambda v: PipelineResult(label_map=labels))
 
     result = run_pipeline(pipeline, volume())
 
-    assert set(result.masks) == {"Bone", "Muscle"}
-    assert np.array_equal(result.masks["Bone"], labels == 1)
-    assert np.array_equal(result.masks["Muscle"], labels == 2)
-    assert result.label_map is None
+    assert result.masks == {}
+    assert result.label_map is not None and result.label_map.dtype == np.uint8
+    assert np.array_equal(result.label_map, labels)
 
 
 def test_a_label_value_beyond_the_declared_segments_is_refused():
@@ -523,7 +522,7 @@ def test_the_volume_the_third_party_pipeline_saw_was_its_own_grid(third_party, c
     seen = example.ExampleBone.seen[-1]
     assert seen.spacing == (1.5, 1.5, 1.5)
     assert seen.row_direction == (0.0, 0.0, 1.0)  # RAS: axis 2 superior
-    assert np.array_equal(result.masks["Bone"], source.array >= 226)
+    assert np.array_equal(segment_mask(result, pipeline.segments, "Bone"), source.array >= 226)
 
 
 def test_the_worker_and_pipelines_run_write_the_same_bytes_for_the_same_job_uid(

@@ -1,4 +1,5 @@
-"""Segment measurements and the checks on what a pipeline returned (node.results.measure)."""
+"""Segment measurements (node.results.measure) and the checks on what a pipeline returned
+(node.pipeline.voxels.SegmentVoxels), for masks and for label maps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from node.errors import PipelineError
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
-from node.results.measure import measure_segments, validated_masks
+from node.pipeline.voxels import SegmentVoxels
+from node.results.measure import SegmentMeasurements, measure_segments
 
 SHAPE = (6, 10, 12)
 SPACING = (2.5, 0.7, 0.9)  # anisotropic: a voxel is 1.575 mm³
@@ -52,8 +54,19 @@ def _masks() -> dict[str, np.ndarray]:
     return {"fat": fat, "muscle": muscle}
 
 
+def _measure(volume: Volume, result: PipelineResult, segments=SEGMENTS) -> list[SegmentMeasurements]:
+    return measure_segments(volume, segments, SegmentVoxels.from_result(volume.shape, segments, result))
+
+
+def _label_map() -> np.ndarray:
+    label_map = np.zeros(SHAPE, dtype=np.uint8)
+    for number, spec in enumerate(SEGMENTS, start=1):
+        label_map[_masks()[spec.label]] = number
+    return label_map
+
+
 def test_volume_is_voxel_count_times_voxel_volume() -> None:
-    fat = measure_segments(_volume(), SEGMENTS, PipelineResult(masks=_masks()))[0]
+    fat = _measure(_volume(), PipelineResult(masks=_masks()))[0]
 
     assert fat.voxel_count == 54
     assert fat.volume_ml == pytest.approx(54 * 2.5 * 0.7 * 0.9 / 1000.0)
@@ -63,13 +76,13 @@ def test_mean_intensity_is_mean_of_volume_inside_mask() -> None:
     volume = _volume()
     masks = _masks()
 
-    fat = measure_segments(volume, SEGMENTS, PipelineResult(masks=masks))[0]
+    fat = _measure(volume, PipelineResult(masks=masks))[0]
 
     assert fat.mean_intensity == pytest.approx(float(volume.array[masks["fat"]].mean()))
 
 
 def test_mean_intensity_is_none_when_segment_does_not_ask_for_it() -> None:
-    muscle = measure_segments(_volume(), SEGMENTS, PipelineResult(masks=_masks()))[1]
+    muscle = _measure(_volume(), PipelineResult(masks=_masks()))[1]
 
     assert muscle.mean_intensity is None
 
@@ -78,13 +91,13 @@ def test_empty_mask_has_zero_volume_and_no_mean() -> None:
     masks = _masks()
     masks["fat"] = np.zeros(SHAPE, dtype=bool)
 
-    fat = measure_segments(_volume(), SEGMENTS, PipelineResult(masks=masks))[0]
+    fat = _measure(_volume(), PipelineResult(masks=masks))[0]
 
     assert (fat.voxel_count, fat.volume_ml, fat.mean_intensity) == (0, 0.0, None)
 
 
 def test_segments_are_numbered_in_declaration_order() -> None:
-    measured = measure_segments(_volume(), SEGMENTS, PipelineResult(masks=_masks()))
+    measured = _measure(_volume(), PipelineResult(masks=_masks()))
 
     assert [(m.segment_number, m.label) for m in measured] == [(1, "fat"), (2, "muscle")]
 
@@ -92,9 +105,9 @@ def test_segments_are_numbered_in_declaration_order() -> None:
 def test_integer_zero_one_masks_are_accepted_as_boolean() -> None:
     masks = {label: mask.astype(np.uint8) for label, mask in _masks().items()}
 
-    checked = validated_masks(_volume(), SEGMENTS, PipelineResult(masks=masks))
+    checked = SegmentVoxels.from_result(SHAPE, SEGMENTS, PipelineResult(masks=masks)).masks
 
-    assert all(mask.dtype == np.bool_ for mask in checked)
+    assert checked is not None and all(mask.dtype == np.bool_ for mask in checked)
     assert np.array_equal(checked[0], _masks()["fat"])
 
 
@@ -103,14 +116,14 @@ def test_missing_segment_is_rejected() -> None:
     del masks["muscle"]
 
     with pytest.raises(PipelineError, match="no mask for its declared segment 'muscle'"):
-        measure_segments(_volume(), SEGMENTS, PipelineResult(masks=masks))
+        _measure(_volume(), PipelineResult(masks=masks))
 
 
 def test_undeclared_label_is_rejected() -> None:
     masks = {**_masks(), "bone": np.zeros(SHAPE, dtype=bool)}
 
     with pytest.raises(PipelineError, match=r"mask\(s\) for \['bone'\], which it does not declare"):
-        measure_segments(_volume(), SEGMENTS, PipelineResult(masks=masks))
+        _measure(_volume(), PipelineResult(masks=masks))
 
 
 def test_mask_of_wrong_shape_is_rejected() -> None:
@@ -119,16 +132,57 @@ def test_mask_of_wrong_shape_is_rejected() -> None:
     with pytest.raises(
         PipelineError, match=r"'fat' has shape \(6, 10, 11\); the volume has shape \(6, 10, 12\)"
     ):
-        measure_segments(_volume(), SEGMENTS, PipelineResult(masks=masks))
+        _measure(_volume(), PipelineResult(masks=masks))
 
 
 def test_probability_map_is_rejected_not_thresholded() -> None:
     masks = {**_masks(), "fat": np.full(SHAPE, 0.5, dtype=np.float32)}
 
     with pytest.raises(PipelineError, match="'fat' holds values other than 0 and 1"):
-        measure_segments(_volume(), SEGMENTS, PipelineResult(masks=masks))
+        _measure(_volume(), PipelineResult(masks=masks))
 
 
 def test_duplicate_declared_labels_are_rejected() -> None:
     with pytest.raises(PipelineError, match=r"label\(s\) \['fat'\] more than once"):
-        validated_masks(_volume(), (FAT_SPEC, FAT_SPEC), PipelineResult(masks=_masks()))
+        SegmentVoxels.from_result(SHAPE, (FAT_SPEC, FAT_SPEC), PipelineResult(masks=_masks()))
+
+
+def test_a_label_map_measures_as_its_masks_do() -> None:
+    volume = _volume()
+
+    from_labels = _measure(volume, PipelineResult(label_map=_label_map()))
+
+    assert from_labels == _measure(volume, PipelineResult(masks=_masks()))
+
+
+def test_a_label_map_is_kept_as_one_small_array() -> None:
+    voxels = SegmentVoxels.from_result(
+        SHAPE, SEGMENTS, PipelineResult(label_map=_label_map().astype(np.int64))
+    )
+
+    assert voxels.masks is None and voxels.label_map is not None
+    assert voxels.label_map.dtype == np.uint8
+
+
+def test_voxels_per_slice_and_frames_follow_the_segments() -> None:
+    for result in (PipelineResult(label_map=_label_map()), PipelineResult(masks=_masks())):
+        voxels = SegmentVoxels.from_result(SHAPE, SEGMENTS, result)
+
+        assert voxels.slice_counts[:, 0].tolist() == [0, 18, 18, 18, 0, 0]
+        assert voxels.slice_counts[:, 1].tolist() == [0, 0, 0, 0, 0, 1]
+        assert voxels.frames() == [(1, 1), (1, 2), (1, 3), (2, 5)]
+        assert np.array_equal(voxels.plane(2, 1), _masks()["fat"][2])
+        assert np.array_equal(voxels.planes(5, [1, 2]), np.stack([_masks()["fat"][5], _masks()["muscle"][5]]))
+
+
+def test_a_label_value_beyond_the_segments_is_rejected() -> None:
+    label_map = _label_map()
+    label_map[0, 0, 0] = 3
+
+    with pytest.raises(PipelineError, match="label map with value 3; it declares 2 segment"):
+        SegmentVoxels.from_result(SHAPE, SEGMENTS, PipelineResult(label_map=label_map))
+
+
+def test_a_label_map_and_masks_together_are_rejected() -> None:
+    with pytest.raises(PipelineError, match="both masks and a label map"):
+        SegmentVoxels.from_result(SHAPE, SEGMENTS, PipelineResult(masks=_masks(), label_map=_label_map()))

@@ -23,6 +23,7 @@ from node.imaging.volume import Volume
 from node.pipeline.registry import PipelineRegistry
 from node.run.execution import run_pipeline
 from node.run.warm import WarmPipelines
+from tests.factories import segment_mask
 from tests.fixtures.models import (
     BONE_HU,
     dice,
@@ -79,9 +80,10 @@ def test_the_bundle_is_registered_with_its_version_labels_and_checksum(bundle):
 
 
 def test_the_bundle_finds_bone_on_the_sample_ct_on_the_series_grid(warm, ct, bundle):
-    result = run_pipeline(warm.get("ct-bone-bundle"), ct)
+    pipeline = warm.get("ct-bone-bundle")
+    result = run_pipeline(pipeline, ct)
 
-    bone = result.masks["bone"]
+    bone = segment_mask(result, pipeline.segments, "bone")
     assert bone.shape == ct.shape
     assert dice(bone, ct.array >= BONE_HU) > 0.7
     assert not (bundle / "eval").exists()  # SaveImaged was left out: nothing written
@@ -110,7 +112,7 @@ def test_a_torchscript_export_in_models_is_used_when_there_is_no_state_dict(bund
 
     result = run_pipeline(pipeline, ct)
 
-    assert dice(result.masks["bone"], ct.array >= BONE_HU) > 0.7
+    assert dice(segment_mask(result, pipeline.segments, "bone"), ct.array >= BONE_HU) > 0.7
 
 
 def test_a_folder_without_metadata_is_not_a_bundle(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from node.errors import PipelineError
 from node.imaging.series import build_volume
 from node.pipeline.registry import ENTRY_POINT_GROUP, PipelineRegistry
+from node.pipeline.voxels import SegmentVoxels
 from node.results.measure import measure_segments
 from node.run.execution import run_pipeline
 from node.run.warm import WarmPipelines
@@ -58,7 +59,9 @@ def test_its_pipeline_runs_on_its_own_grid_and_the_node_measures_the_result_on_t
     pipeline = WarmPipelines(PipelineRegistry.from_entry_points(enabled={"example-bone"})).get("example-bone")
 
     result = run_pipeline(pipeline, source)
-    (bone,) = measure_segments(source, pipeline.segments, result)
+    (bone,) = measure_segments(
+        source, pipeline.segments, SegmentVoxels.from_result(source.shape, pipeline.segments, result)
+    )
 
     assert bone.volume_ml == pytest.approx(12 * 21.6 * 21.6 / 1000, rel=0.01)
     assert bone.mean_intensity == pytest.approx(700.0)

@@ -20,8 +20,11 @@ from node.errors import ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
-from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
-from node.results.planar_sr import build_planar_measurement_report, largest_outline
+from node.pipeline.voxels import SegmentVoxels
+from node.results.measure import SegmentMeasurements, measure_segments
+from node.results.outline import PlanarOutline, largest_outline, segment_outlines
+from node.results.planar_sr import build_planar_measurement_report
+from node.results.report import image_library
 from node.results.seg import AlgorithmInfo, DeviceInfo, segment_tracking_uid
 from node.results.validate import require_valid
 from tests.dcmqi import read_sr_metadata
@@ -51,6 +54,7 @@ class Case:
     datasets: list[Dataset]
     volume: Volume
     masks: tuple[np.ndarray, ...]
+    outlines: tuple[PlanarOutline | None, ...]
     measurements: list[SegmentMeasurements]
 
 
@@ -68,21 +72,31 @@ def _case(empty: tuple[str, ...] = ()) -> Case:
     masks["bone"][0, 0:3, 0:3] = True
     for label in empty:
         masks[label][:] = False
-    result = PipelineResult(masks=masks)
+    voxels = SegmentVoxels.from_result(shape, SEGMENTS, PipelineResult(masks=masks))
     return Case(
         datasets,
         volume,
-        validated_masks(volume, SEGMENTS, result),
-        measure_segments(volume, SEGMENTS, result),
+        tuple(masks[s.label] for s in SEGMENTS),
+        segment_outlines(voxels, SPACING[1:]),
+        measure_segments(volume, SEGMENTS, voxels),
     )
 
 
+def _outline(mask: np.ndarray, spacing: tuple[float, float]) -> PlanarOutline | None:
+    """The outline of a one-segment result whose mask is ``mask``."""
+    voxels = SegmentVoxels.from_result(mask.shape, SEGMENTS[:1], PipelineResult(masks={"fat": mask}))
+    return largest_outline(voxels, 1, spacing)
+
+
 def _build(case: Case, *, measurements=None, tracking_uids=None) -> hd.sr.Comprehensive3DSR:
+    by_uid = {ds.SOPInstanceUID: ds for ds in case.datasets}
+    outlined = sorted({o.slice_index for o in case.outlines if o is not None})
     return build_planar_measurement_report(
         source_images=case.datasets,
         volume=case.volume,
         segments=SEGMENTS,
-        masks=case.masks,
+        outlines=case.outlines,
+        library=image_library([by_uid[case.volume.source_instance_uids[k]] for k in outlined]),
         measurements=case.measurements if measurements is None else measurements,
         tracking_uids=tracking_uids or [segment_tracking_uid(SEG_INSTANCE_UID, n) for n in (1, 2, 3)],
         algorithm=ALGORITHM,
@@ -134,7 +148,7 @@ def _ring_and_speck() -> np.ndarray:
 def test_outline_encloses_exactly_the_largest_region_with_holes_filled() -> None:
     mask = _ring_and_speck()
 
-    outline = largest_outline(mask, (1.0, 1.0))
+    outline = _outline(mask, (1.0, 1.0))
 
     assert outline is not None and outline.slice_index == 1
     expected = np.zeros((12, 14), dtype=bool)
@@ -147,7 +161,7 @@ def test_outline_vertices_lie_halfway_between_inside_and_outside_pixel_centres()
     region = ndimage.binary_fill_holes(mask[1] & ~(np.indices(mask[1].shape)[0] == 10))
     padded = np.pad(region, 1)
 
-    outline = largest_outline(mask, (1.0, 1.0))
+    outline = _outline(mask, (1.0, 1.0))
 
     assert outline is not None
     for x, y in outline.points:
@@ -166,16 +180,30 @@ def test_outline_is_closed_and_uses_the_pixel_corner_origin_of_ps3_3() -> None:
     mask = np.zeros((1, 6, 8), dtype=bool)
     mask[0, 2, 5] = True
 
-    outline = largest_outline(mask, (1.0, 1.0))
+    outline = _outline(mask, (1.0, 1.0))
 
     assert outline is not None
     assert np.array_equal(outline.points[0], outline.points[-1])
-    assert {tuple(p) for p in outline.points} == {(5.5, 2.0), (6.0, 2.5), (5.5, 3.0), (5.0, 2.5)}
+    corners = {(5.5, 2.0), (6.0, 2.5), (5.5, 3.0), (5.0, 2.5)}
+    assert corners <= {tuple(p) for p in outline.points}
+
+
+def test_an_outline_of_four_corners_gets_a_fifth_so_ohif_does_not_take_it_for_a_rectangle() -> None:
+    # OHIF 3.13 re-reads closed polylines of 4 or 5 points as its own Rectangle ROI; the
+    # middle of the longest edge keeps the shape and makes it 6.
+    mask = np.zeros((1, 6, 8), dtype=bool)
+    mask[0, 2, 5] = True
+
+    outline = _outline(mask, (1.0, 1.0))
+
+    assert outline is not None and len(outline.points) == 6
+    first, second, third = outline.points[0], outline.points[1], outline.points[2]
+    assert np.allclose(second, (first + third) / 2)
 
 
 def test_area_is_the_regions_pixels_without_its_holes_in_square_millimetres() -> None:
     # the ring of slice 1: 7 x 7 pixels less its 2 x 2 hole, each pixel 0.75 mm x 0.6 mm
-    outline = largest_outline(_ring_and_speck(), (0.75, 0.6))
+    outline = _outline(_ring_and_speck(), (0.75, 0.6))
 
     assert outline is not None
     assert outline.area_mm2 == pytest.approx((49 - 4) * 0.75 * 0.6)
@@ -186,14 +214,14 @@ def test_straight_runs_of_the_outline_have_no_extra_vertices() -> None:
     mask = np.zeros((1, 10, 10), dtype=bool)
     mask[0, 2:6, 3:6] = True
 
-    outline = largest_outline(mask, (1.0, 1.0))
+    outline = _outline(mask, (1.0, 1.0))
 
     assert outline is not None
     assert len(outline.points) == 9  # 8 corners, the first repeated to close the polyline
 
 
 def test_empty_mask_has_no_outline() -> None:
-    assert largest_outline(np.zeros((2, 4, 4), dtype=bool), (1.0, 1.0)) is None
+    assert _outline(np.zeros((2, 4, 4), dtype=bool), (1.0, 1.0)) is None
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -206,8 +234,7 @@ def test_one_planar_group_per_non_empty_segment_with_polyline_on_its_largest_sli
 
     groups = _groups(sr)
     assert [g.tracking_identifier for g in groups] == ["fat", "muscle", "bone"]
-    for group, mask in zip(groups, case.masks, strict=True):
-        outline = largest_outline(mask, SPACING[1:])
+    for group, outline in zip(groups, case.outlines, strict=True):
         assert outline is not None
         roi = group.roi
         assert isinstance(roi, hd.sr.ImageRegion)
@@ -269,13 +296,14 @@ def test_empty_segment_has_no_group(tmp_path: Path) -> None:
     assert [g.tracking_identifier for g in _groups(sr)] == ["fat", "bone"]
 
 
-def test_image_library_and_evidence_list_exactly_the_outlined_slices(tmp_path: Path) -> None:
+def test_the_image_library_lists_the_outlined_slices_and_the_evidence_the_series(tmp_path: Path) -> None:
     case = _case()
 
     _, sr = _write_and_read(_build(case), tmp_path)
 
     outlined = {case.volume.source_instance_uids[k] for k in (3, 6, 0)}
     evidence = {uid for _, _, uid, _ in sr.get_evidence(current_procedure_only=True)}
+    assert evidence == set(case.volume.source_instance_uids)
     library_group = _items(hd.sr.MeasurementReport.from_sequence(sr.content)[0], "111028")[0]
     library = {
         item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
@@ -283,7 +311,6 @@ def test_image_library_and_evidence_list_exactly_the_outlined_slices(tmp_path: P
         for item in entry.ContentSequence
         if item.ValueType == "IMAGE"
     }
-    assert evidence == outlined
     assert library == outlined
 
 
@@ -349,4 +376,5 @@ def test_dcmqi_reads_the_groups_and_their_values(tmp_path: Path) -> None:
     assert read["fat"][AREA] == (pytest.approx(20 * 11 * 0.75 * 0.6), "mm2")
     # dcmqi has no field for the SCOORD: it reads the group's values, not its outline
     assert all("ReferencedSegment" not in group for group in metadata["Measurements"])
-    assert set(metadata["imageLibrary"]) == {case.volume.source_instance_uids[k] for k in (0, 3, 6)}
+    # dcmqi lists the evidence as its image library: the whole source series
+    assert set(metadata["imageLibrary"]) == set(case.volume.source_instance_uids)

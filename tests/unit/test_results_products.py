@@ -18,9 +18,11 @@ from node.errors import ConfigurationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, Measurement, Pipeline, PipelineResult, SegmentSpec, SeriesCriteria
+from node.pipeline.voxels import SegmentVoxels
 from node.results.identity import ResultIdentity
 from node.results.measure import measure_segments
-from node.results.products import ResultInputs, ResultObject, build_result_objects
+from node.results.part10 import ResultObject
+from node.results.products import ResultInputs, build_result_objects
 from node.results.seg import DeviceInfo
 from node.results.validate import require_valid
 from node.timing import StageTimer
@@ -74,12 +76,14 @@ def _inputs(empty: bool = False) -> ResultInputs:
         masks["fat"][1:3, 10:30, 5:25] = True
         masks["muscle"][2:4, 25:40, 20:45] = True
     output = PipelineResult(masks=masks)
+    voxels = SegmentVoxels.from_result(shape, TissuePipeline.segments, output)
     return ResultInputs(
         source_images=datasets,
         volume=volume,
         pipeline=TissuePipeline(),
         output=output,
-        measurements=measure_segments(volume, TissuePipeline.segments, output),
+        voxels=voxels,
+        measurements=measure_segments(volume, TissuePipeline.segments, voxels),
         device=DeviceInfo.for_node(device_serial_number="node-test-05"),
     )
 
@@ -90,15 +94,16 @@ def _build(kinds, inputs: ResultInputs | None = None, timer: StageTimer | None =
     )
 
 
-def test_default_results_are_seg_sr_and_planar_sr() -> None:
+def test_default_results_are_seg_and_sr() -> None:
+    # the SR carries the outlines OHIF draws, so a planar SR beside it would show them twice
     kinds = PipelineSettings().results
 
     objects = _build(kinds)
 
-    assert kinds == ["seg", "sr", "planar-sr"]
-    assert [obj.kind.label for obj in objects] == ["SEG", "SR", "PLANAR-SR"]
-    assert [obj.dataset.Modality for obj in objects] == ["SEG", "SR", "SR"]
-    assert len({obj.dataset.SeriesInstanceUID for obj in objects}) == 3
+    assert kinds == ["seg", "sr"]
+    assert [obj.kind.label for obj in objects] == ["SEG", "SR"]
+    assert [obj.dataset.Modality for obj in objects] == ["SEG", "SR"]
+    assert len({obj.dataset.SeriesInstanceUID for obj in objects}) == 2
 
 
 def test_settings_choose_the_results_per_pipeline() -> None:
@@ -109,7 +114,7 @@ def test_settings_choose_the_results_per_pipeline() -> None:
     objects = _build(settings.for_pipeline("ct-tissue").results)
 
     assert [obj.kind.label for obj in objects] == ["SEG"] + ["SECONDARY-CAPTURE"] * 4
-    assert settings.for_pipeline("brain-extraction").results == ["seg", "sr", "planar-sr"]
+    assert settings.for_pipeline("brain-extraction").results == ["seg", "sr"]
 
 
 def test_unknown_result_kind_fails_when_the_settings_are_read() -> None:
@@ -140,15 +145,15 @@ def test_planar_sr_alone_names_the_findings_as_the_seg_would() -> None:
 
     assert [obj.kind.label for obj in alone] == ["PLANAR-SR"]
     groups = hd.sr.MeasurementReport.from_sequence(
-        alone[0].dataset.content
+        hd.sr.Comprehensive3DSR.from_dataset(alone[0].dataset).content
     ).get_planar_roi_measurement_groups()
     assert [g.tracking_uid for g in groups] == [s.TrackingUID for s in with_seg["SEG"].SegmentSequence]
 
 
-def test_planar_sr_is_left_out_when_every_segment_is_empty() -> None:
+def test_both_srs_are_left_out_when_every_segment_is_empty() -> None:
     objects = _build(["seg", "sr", "planar-sr"], inputs=_inputs(empty=True))
 
-    assert [obj.kind.label for obj in objects] == ["SEG", "SR"]
+    assert [obj.kind.label for obj in objects] == ["SEG"]
 
 
 def test_sr_without_seg_is_rejected() -> None:
@@ -166,7 +171,7 @@ def test_each_object_is_timed_as_its_own_stage() -> None:
 
     _build(["seg", "sr", "planar-sr", "secondary-capture"], timer=timer)
 
-    assert set(timer.seconds) == {"seg", "sr", "planar-sr", "secondary-capture"}
+    assert set(timer.seconds) == {"outlines", "seg", "sr", "planar-sr", "secondary-capture"}
 
 
 def _write_and_read(dataset: Dataset, path: Path) -> Dataset:

@@ -19,8 +19,9 @@ from node.errors import ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, PipelineResult, SegmentSpec
+from node.pipeline.voxels import SegmentVoxels
 from node.results import secondary_capture
-from node.results.measure import SegmentMeasurements, measure_segments, validated_masks
+from node.results.measure import SegmentMeasurements, measure_segments
 from node.results.secondary_capture import (
     CT_DEFAULT_WINDOW,
     FILL_OPACITY,
@@ -55,7 +56,7 @@ BODY_HU = 60.0
 class Case:
     datasets: list[Dataset]
     volume: Volume
-    masks: tuple[np.ndarray, ...]
+    voxels: SegmentVoxels
     measurements: list[SegmentMeasurements]
 
 
@@ -73,13 +74,10 @@ def _case(
     liver = np.zeros(SHAPE, dtype=bool)
     liver[1:4, 50:90, 20:70] = True
     spleen = np.zeros(SHAPE, dtype=bool)  # empty: still listed in the legend
-    result = PipelineResult(masks={"liver": liver, "spleen": spleen})
-    return Case(
-        datasets,
-        volume,
-        validated_masks(volume, SEGMENTS, result),
-        measure_segments(volume, SEGMENTS, result),
+    voxels = SegmentVoxels.from_result(
+        SHAPE, SEGMENTS, PipelineResult(masks={"liver": liver, "spleen": spleen})
     )
+    return Case(datasets, volume, voxels, measure_segments(volume, SEGMENTS, voxels))
 
 
 def _build(case: Case, uids: Sequence[str] | None = None) -> list[hd.sc.SCImage]:
@@ -87,7 +85,7 @@ def _build(case: Case, uids: Sequence[str] | None = None) -> list[hd.sc.SCImage]
         source_images=case.datasets,
         volume=case.volume,
         segments=SEGMENTS,
-        masks=case.masks,
+        voxels=case.voxels,
         measurements=case.measurements,
         algorithm=ALGORITHM,
         device=DEVICE,

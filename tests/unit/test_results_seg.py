@@ -14,10 +14,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from node.config import SegmentationKind
 from node.errors import ConfigurationError, InputSeriesError, PipelineError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, Measurement, PipelineResult, SegmentSpec
+from node.pipeline.voxels import SegmentVoxels
 from node.results.seg import (
     CONTENT_CREATOR_NAME,
     AlgorithmInfo,
@@ -79,16 +81,18 @@ def _case(orientation=AXIAL, shape=(12, 64, 64), spacing=(2.5, 0.7, 0.9)) -> Cas
     return Case(datasets, volume, PipelineResult(masks={"liver": liver, "spleen": spleen, "lesion": lesion}))
 
 
-def _build(case: Case, source_images=None, result=None) -> hd.seg.Segmentation:
+def _build(case: Case, source_images=None, result=None, **options) -> hd.seg.Segmentation:
+    result = case.result if result is None else result
     return build_segmentation(
         source_images=case.datasets if source_images is None else source_images,
         volume=case.volume,
         segments=SEGMENTS,
-        result=case.result if result is None else result,
+        voxels=SegmentVoxels.from_result(case.volume.shape, SEGMENTS, result),
         algorithm=ALGORITHM,
         device=DEVICE,
         series_instance_uid=generate_uid(),
         sop_instance_uid=generate_uid(),
+        **options,
     )
 
 
@@ -141,7 +145,7 @@ def test_single_segment_seg_also_fills_an_even_number_of_bytes() -> None:
         source_images=case.datasets,
         volume=case.volume,
         segments=only,
-        result=result,
+        voxels=SegmentVoxels.from_result(case.volume.shape, only, result),
         algorithm=ALGORITHM,
         device=DEVICE,
         series_instance_uid=generate_uid(),
@@ -328,3 +332,87 @@ def test_colour_outside_srgb_range_is_rejected() -> None:
 def test_device_info_rejects_an_overlong_model_name() -> None:
     with pytest.raises(ConfigurationError, match="ManufacturerModelName 'x+' has 65 characters"):
         DeviceInfo(manufacturer="m", model_name="x" * 65, software_version="1", device_serial_number="1")
+
+
+def _highdicom_reference(
+    case: Case, pixel_array: np.ndarray, seg: hd.seg.Segmentation
+) -> hd.seg.Segmentation:
+    """highdicom's own SEG of the same input: its default BINARY constructor, the reference."""
+    by_uid = {ds.SOPInstanceUID: ds for ds in case.datasets}
+    return hd.seg.Segmentation(
+        source_images=[by_uid[uid] for uid in case.volume.source_instance_uids],
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=list(seg.SegmentSequence),
+        series_instance_uid=seg.SeriesInstanceUID,
+        series_number=seg.SeriesNumber,
+        sop_instance_uid=seg.SOPInstanceUID,
+        instance_number=1,
+        manufacturer=seg.Manufacturer,
+        manufacturer_model_name=seg.ManufacturerModelName,
+        software_versions=seg.SoftwareVersions,
+        device_serial_number=seg.DeviceSerialNumber,
+    )
+
+
+def _frames(seg: Dataset) -> list[tuple[str, tuple[float, ...], int, tuple[int, ...]]]:
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    frames = []
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        identification = item if "SegmentIdentificationSequence" in item else shared
+        frames.append(
+            (
+                item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID,
+                tuple(float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient),
+                int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+                tuple(item.FrameContentSequence[0].DimensionIndexValues),
+            )
+        )
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["label map", "overlapping masks"])
+def test_frames_equal_highdicoms_own_seg_of_the_same_input(kind: str, tmp_path: Path) -> None:
+    case = _case()
+    if kind == "label map":
+        label_map = np.zeros(case.volume.shape, dtype=np.uint8)
+        label_map[case.result.masks["liver"]] = 1
+        label_map[case.result.masks["spleen"] & ~case.result.masks["liver"]] = 2
+        result, reference_pixels = PipelineResult(label_map=label_map), label_map
+    else:
+        result, reference_pixels = case.result, case.stacked()
+
+    ours = _write_and_read(_build(case, result=result), tmp_path)
+    reference = _highdicom_reference(case, reference_pixels, ours)
+    reference.save_as(tmp_path / "reference.dcm", enforce_file_format=True)
+    reference = hd.seg.segread(tmp_path / "reference.dcm")
+
+    assert ours.NumberOfFrames == reference.NumberOfFrames
+    assert _frames(ours) == _frames(reference)
+    assert ours.PixelData == reference.PixelData
+    assert ours.SharedFunctionalGroupsSequence == reference.SharedFunctionalGroupsSequence
+    assert ours.ReferencedSeriesSequence == reference.ReferencedSeriesSequence
+    assert require_valid(ours, "SEG").errors == require_valid(reference, "SEG").errors == ()
+
+
+def test_a_labelmap_seg_holds_the_label_map_and_is_valid(tmp_path: Path) -> None:
+    case = _case()
+    label_map = np.zeros(case.volume.shape, dtype=np.uint8)
+    label_map[case.result.masks["liver"]] = 1
+    label_map[case.result.masks["spleen"] & ~case.result.masks["liver"]] = 2
+
+    seg = _write_and_read(
+        _build(case, result=PipelineResult(label_map=label_map), segmentation_type=SegmentationKind.LABELMAP),
+        tmp_path,
+    )
+
+    assert seg.SegmentationType == "LABELMAP"
+    pixels = seg.get_pixels_by_source_instance(list(case.volume.source_instance_uids), combine_segments=True)
+    assert np.array_equal(pixels, label_map)
+    assert require_valid(seg, "SEG").errors == ()
+
+
+def test_overlapping_segments_fall_back_to_a_binary_seg() -> None:
+    seg = _build(_case(), segmentation_type=SegmentationKind.LABELMAP)
+
+    assert seg.SegmentationType == "BINARY"

@@ -1,5 +1,6 @@
 """The TID 1500 Measurement Report the node writes (node.results.sr): built, written, read back,
-validated, and read by dcmqi."""
+validated, read by dcmqi, and shaped as OHIF 3.13 needs (every segment's groups placed by an
+outline)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from node.errors import PipelineError, ResultValidationError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import Code, Finding, Measurement, PipelineResult, Quantity, SegmentSpec
+from node.pipeline.voxels import SegmentVoxels
 from node.results.measure import SegmentMeasurements, measure_segments
+from node.results.outline import PlanarOutline, segment_outlines
+from node.results.report import image_library
 from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
 from node.results.sr import build_measurement_report
 from node.results.validate import require_valid
@@ -53,6 +57,7 @@ class Case:
     volume: Volume
     segmentation: hd.seg.Segmentation
     measurements: list[SegmentMeasurements]
+    outlines: tuple[PlanarOutline | None, ...]
 
 
 def _case(modality: str = "CT", empty: tuple[str, ...] = ()) -> Case:
@@ -66,31 +71,48 @@ def _case(modality: str = "CT", empty: tuple[str, ...] = ()) -> Case:
     masks["bone"][0, 0:3, 0:3] = True
     for label in empty:
         masks[label][:] = False
-    result = PipelineResult(masks=masks)
+    voxels = SegmentVoxels.from_result(shape, SEGMENTS, PipelineResult(masks=masks))
     segmentation = build_segmentation(
         source_images=datasets,
         volume=volume,
         segments=SEGMENTS,
-        result=result,
+        voxels=voxels,
         algorithm=ALGORITHM,
         device=DEVICE,
         series_instance_uid=generate_uid(),
         sop_instance_uid=generate_uid(),
     )
-    return Case(datasets, volume, segmentation, measure_segments(volume, SEGMENTS, result))
+    return Case(
+        datasets,
+        volume,
+        segmentation,
+        measure_segments(volume, SEGMENTS, voxels),
+        segment_outlines(voxels, spacing[1:]),
+    )
 
 
-def _build(case: Case, *, segments=SEGMENTS, measurements=None) -> hd.sr.Comprehensive3DSR:
+def _outlined(case: Case) -> list[Dataset]:
+    by_uid = {ds.SOPInstanceUID: ds for ds in case.datasets}
+    slices = sorted({o.slice_index for o in case.outlines if o is not None})
+    return [by_uid[case.volume.source_instance_uids[k]] for k in slices]
+
+
+def _build(
+    case: Case, *, segments=SEGMENTS, measurements=None, pipeline_result=None
+) -> hd.sr.Comprehensive3DSR:
     return build_measurement_report(
         source_images=case.datasets,
         volume=case.volume,
         segmentation=case.segmentation,
         segments=segments,
         measurements=case.measurements if measurements is None else measurements,
+        outlines=case.outlines,
+        library=image_library(_outlined(case)),
         algorithm=ALGORITHM,
         device=DEVICE,
         series_instance_uid=generate_uid(),
         sop_instance_uid=generate_uid(),
+        pipeline_result=pipeline_result,
     )
 
 
@@ -147,11 +169,63 @@ def test_segment_without_mean_request_has_only_volume(tmp_path: Path) -> None:
     assert [m.name.value for m in bone.get_measurements()] == ["118565006"]
 
 
-def test_empty_segment_reports_zero_volume_and_no_mean(tmp_path: Path) -> None:
+def test_empty_segment_has_no_group(tmp_path: Path) -> None:
+    # OHIF 3.13 fails a whole SR with a group it cannot place by an outline; the zero volume is
+    # in the job's result
     _, sr = _write_and_read(_build(_case(empty=("muscle",))), tmp_path)
 
+    report = _report(sr)
+    assert [g.tracking_identifier for g in report.get_volumetric_roi_measurement_groups()] == ["fat", "bone"]
+    assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == ["fat", "bone"]
+
+
+def test_empty_segment_with_a_finding_of_the_pipeline_keeps_its_volumetric_group(tmp_path: Path) -> None:
+    absent = Finding(
+        name=Code("52988006", "SCT", "Lesion"), value=Code("2667000", "SCT", "Absent"), segment="muscle"
+    )
+
+    _, sr = _write_and_read(
+        _build(_case(empty=("muscle",)), pipeline_result=PipelineResult(findings=(absent,))), tmp_path
+    )
+
     muscle = _report(sr).get_volumetric_roi_measurement_groups()[1]
+    assert muscle.tracking_identifier == "muscle"
     assert [(m.name.value, m.value) for m in muscle.get_measurements()] == [("118565006", 0.0)]
+
+
+def test_every_segment_also_has_a_planar_group_with_its_outline_and_tracking_uid(tmp_path: Path) -> None:
+    case = _case()
+
+    _, sr = _write_and_read(_build(case), tmp_path)
+
+    report = _report(sr)
+    volumetric = report.get_volumetric_roi_measurement_groups()
+    planar = report.get_planar_roi_measurement_groups()
+    assert [g.tracking_uid for g in planar] == [g.tracking_uid for g in volumetric]
+    for group, outline in zip(planar, case.outlines, strict=True):
+        assert outline is not None
+        assert np.allclose(group.roi.value, outline.points)
+        image = group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        assert image == case.volume.source_instance_uids[outline.slice_index]
+        assert [m.name.value for m in group.get_measurements()] == ["42798000"]  # area
+
+
+def test_every_measurement_group_can_be_placed_as_ohif_places_them(tmp_path: Path) -> None:
+    # OHIF 3.13 (extensions/cornerstone-dicom-sr) merges the groups of Imaging Measurements by
+    # Tracking Unique Identifier and reads the merged measurement's coordinates from a top-level
+    # SCOORD whose one child is the IMAGE it lies on; a measurement without one fails the SR.
+    _, sr = _write_and_read(_build(_case()), tmp_path)
+
+    measurements = _items(_report(sr)[0], "126010")[0]
+    placed: dict[str, bool] = {}
+    for group in measurements.ContentSequence:
+        uid = _items(group, "112040")[0].UID
+        scoords = [item for item in group.ContentSequence if item.ValueType == "SCOORD"]
+        placed[uid] = placed.get(uid, False) or any(
+            len(scoord.ContentSequence) == 1 and "ReferencedSOPSequence" in scoord.ContentSequence[0]
+            for scoord in scoords
+        )
+    assert placed and all(placed.values())
 
 
 def test_groups_reference_their_seg_segment_and_share_its_tracking_uid(tmp_path: Path) -> None:
@@ -208,7 +282,7 @@ def test_mr_report_uses_mr_procedure_and_signal_intensity(tmp_path: Path) -> Non
     assert (mean.name.value, mean.unit.value) == ("110852", "[arb'U]")
 
 
-def test_evidence_and_image_library_list_seg_and_every_source_image(tmp_path: Path) -> None:
+def test_evidence_lists_seg_and_every_source_image_and_the_library_the_outlined_ones(tmp_path: Path) -> None:
     case = _case()
 
     _, sr = _write_and_read(_build(case), tmp_path)
@@ -219,7 +293,7 @@ def test_evidence_and_image_library_list_seg_and_every_source_image(tmp_path: Pa
         item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in _items_of_type(library, "IMAGE")
     }
     assert evidence == {*case.volume.source_instance_uids, case.segmentation.SOPInstanceUID}
-    assert library_images == set(case.volume.source_instance_uids)
+    assert library_images == {ds.SOPInstanceUID for ds in _outlined(case)}
 
 
 def _items_of_type(dataset: Dataset, value_type: str) -> list[Dataset]:
@@ -264,7 +338,8 @@ def test_dcmqi_reads_the_same_volumes_and_references(tmp_path: Path) -> None:
 
     metadata = read_sr_metadata(path, tmp_path / "sr.json")
     read = {}
-    for group in metadata["Measurements"]:
+    # the planar groups beside them reference no segment
+    for group in (g for g in metadata["Measurements"] if "ReferencedSegment" in g):
         assert group["segmentationSOPInstanceUID"] == case.segmentation.SOPInstanceUID
         assert group["measurementAlgorithmIdentification"]["AlgorithmVersion"] == "1.4.0"
         volume = next(i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == "118565006")
@@ -303,18 +378,7 @@ def test_pipeline_quantities_and_findings_are_written_into_their_groups(tmp_path
             Finding(name=lesion, value=present),
         ),
     )
-    sr = build_measurement_report(
-        source_images=case.datasets,
-        volume=case.volume,
-        segmentation=case.segmentation,
-        segments=SEGMENTS,
-        measurements=case.measurements,
-        algorithm=ALGORITHM,
-        device=DEVICE,
-        series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(),
-        pipeline_result=result,
-    )
+    sr = _build(case, pipeline_result=result)
 
     path, read = _write_and_read(sr, tmp_path)
     report = _report(read)
@@ -328,8 +392,12 @@ def test_pipeline_quantities_and_findings_are_written_into_their_groups(tmp_path
     assert lesions(muscle) == [present.value]
     assert lesions(bone) == []
     assert require_valid(read, "SR").errors == ()
-    # one in the muscle group, one in the TID 1501 group of study-level findings
+    # one in the muscle group, one in the report's Qualitative Evaluations (TID 1500 row 12)
     assert len(_items(read, lesion.value)) == 2
+    (evaluations,) = _items(read, "C0034375")
+    assert [item.ConceptNameCodeSequence[0].CodeValue for item in evaluations.ContentSequence] == [
+        lesion.value
+    ]
     # dcmqi reads the pipeline's own quantity beside the node's measurements
     (fat_group, *_) = read_sr_metadata(path, tmp_path / "sr.json")["Measurements"]
     codes = [item["quantity"]["CodeValue"] for item in fat_group["measurementItems"]]

@@ -98,3 +98,49 @@ def test_missing_validator_is_a_configuration_error(monkeypatch, tmp_path: Path)
 
     with pytest.raises(ConfigurationError, match="dciodvfy was not found .* install dicom3tools"):
         validate_dataset(_ct_image())
+
+
+def _seg() -> Dataset:
+    """A BINARY SEG of a small synthetic CT (the node's own writer)."""
+    from node.imaging.series import build_volume
+    from node.pipeline.base import Code, PipelineResult, SegmentSpec
+    from node.pipeline.voxels import SegmentVoxels
+    from node.results.seg import AlgorithmInfo, DeviceInfo, build_segmentation
+
+    datasets = make_series(np.zeros((6, 32, 32), dtype=np.int16))
+    volume = build_volume(datasets)
+    labels = np.zeros(volume.shape, dtype=np.uint8)
+    labels[1:5, 8:20, 8:24] = 1
+    tissue = Code("85756007", "SCT", "Tissue")
+    segments = (SegmentSpec("fat", tissue, Code("55603005", "SCT", "Fat"), (230, 220, 70)),)
+    return build_segmentation(
+        source_images=datasets,
+        volume=volume,
+        segments=segments,
+        voxels=SegmentVoxels.from_result(volume.shape, segments, PipelineResult(label_map=labels)),
+        algorithm=AlgorithmInfo("fat", "1"),
+        device=DeviceInfo.for_node(device_serial_number="v"),
+        series_instance_uid=pydicom.uid.generate_uid(),
+        sop_instance_uid=pydicom.uid.generate_uid(),
+    )
+
+
+def test_large_pixel_data_is_validated_against_a_same_length_placeholder(monkeypatch) -> None:
+    import node.results.validate as validate
+
+    monkeypatch.setattr(validate, "_PLACEHOLDER_FROM", 16)  # the small SEG counts as large
+    seg = _seg()
+    assert validate._placeholder_fits(seg)
+
+    assert validate_dataset(seg).errors == ()
+
+
+def test_pixel_data_that_does_not_hold_its_frames_is_refused_by_name(monkeypatch) -> None:
+    import node.results.validate as validate
+
+    monkeypatch.setattr(validate, "_PLACEHOLDER_FROM", 16)
+    seg = _seg()
+    seg.PixelData = seg.PixelData[:-2]
+
+    with pytest.raises(ResultValidationError, match=r"Pixel Data holds \d+ bytes; 4 frame\(s\) of 32 x 32"):
+        require_valid(seg, "SEG")

@@ -14,6 +14,7 @@ from node.imaging.volume import Volume
 from node.pipeline.registry import PipelineRegistry
 from node.run.execution import run_pipeline
 from node.run.warm import WarmPipelines
+from tests.factories import segment_mask
 from tests.fixtures.models import (
     BONE_HU,
     dice,
@@ -83,9 +84,10 @@ def test_the_model_is_registered_with_its_descriptor_and_weights_checksum(regist
 
 
 def test_the_model_finds_bone_on_the_sample_ct_on_the_series_grid(warm, ct):
-    result = run_pipeline(warm.get("ct-bone-ts"), ct)
+    pipeline = warm.get("ct-bone-ts")
+    result = run_pipeline(pipeline, ct)
 
-    bone = result.masks["Bone"]
+    bone = segment_mask(result, pipeline.segments, "Bone")
     assert bone.shape == ct.shape
     assert dice(bone, ct.array >= BONE_HU) > 0.7
 
