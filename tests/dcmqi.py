@@ -94,9 +94,12 @@ VOLUME_CODE = "118565006"  # SCT "Volume"
 
 
 def read_sr_volumes(sr_path: Path, json_path: Path) -> dict[str, float]:
-    """Tracking identifier -> volume (mL) of each measurement group, as dcmqi reads them."""
+    """Tracking identifier -> volume (mL) of each volumetric measurement group (the one that
+    references a SEG segment), as dcmqi reads them; the planar groups beside them are skipped."""
     volumes = {}
     for group in read_sr_metadata(sr_path, json_path)["Measurements"]:
+        if "ReferencedSegment" not in group:
+            continue
         item = next(i for i in group["measurementItems"] if i["quantity"]["CodeValue"] == VOLUME_CODE)
         volumes[group["TrackingIdentifier"]] = float(item["value"])
     return volumes

@@ -140,13 +140,19 @@ class InferenceEntry(_Strict):
     sw_batch_size: int = Field(default=1, ge=1)
     overlap: float = Field(default=0.25, ge=0, lt=1)
     #: ``softmax``: one label per voxel, the channel with the highest score (channel 0 is
-    #: background); ``sigmoid``: one independent channel per segment, on where its logit > 0
-    activation: Literal["softmax", "sigmoid"] = "softmax"
+    #: background); ``sigmoid``: one independent channel per segment, on where its logit > 0;
+    #: ``labels``: the model returns the label of each voxel itself, one channel of integers
+    activation: Literal["softmax", "sigmoid", "labels"] = "softmax"
 
     @model_validator(mode="after")
     def _roi(self) -> InferenceEntry:
         if self.roi_size is not None and not all(n >= 1 for n in self.roi_size):
             raise ValueError(f"roi_size {list(self.roi_size)} must be three positive voxel counts")
+        if self.activation == "labels" and self.roi_size is not None and self.overlap != 0:
+            raise ValueError(
+                f"overlap is {self.overlap:g}, but labels cannot be blended where windows overlap: "
+                "a model that returns labels runs on windows laid edge to edge (overlap: 0)"
+            )
         return self
 
 

@@ -59,7 +59,11 @@ class ProcessedStudy:
 @pytest.fixture(scope="session")
 def e2e_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     require_node_components()
-    node = make_node(tmp_path_factory.mktemp("e2e-node"))
+    # the CT's results include the planar SR too, so OHIF is shown both reports the node writes
+    node = make_node(
+        tmp_path_factory.mktemp("e2e-node"),
+        extra_config={"pipeline_settings": {"ct-tissue": {"results": ["seg", "sr", "planar-sr"]}}},
+    )
     node.start()
     yield node
     node.stop()

@@ -27,7 +27,7 @@ from tests.integration.peers import (
 )
 from tests.requirements import require_or_skip
 
-#: a CT rule's results: SEG, SR (TID 1500) and planar SR
+#: a CT rule's results (the defaults): SEG and SR (TID 1500)
 RESULT_KINDS = ("seg", "sr")
 
 

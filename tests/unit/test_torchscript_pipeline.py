@@ -155,3 +155,57 @@ def test_sigmoid_outputs_become_one_mask_per_channel(descriptor, tmp_path, ct):
 
     assert result.masks["Bone"].dtype == np.bool_
     assert result.masks["Bone"].shape == ct.shape
+
+
+def _labels_model(descriptor: Path, tmp_path: Path) -> Path:
+    """The same network as a TorchScript file that returns each voxel's label itself."""
+    import torch
+
+    class Labels(torch.nn.Module):
+        def __init__(self, scores: torch.nn.Module) -> None:
+            super().__init__()
+            self.scores = scores
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.scores(image).argmax(dim=1, keepdim=True)
+
+    scores = torch.jit.load(str(descriptor.parent / "bone.ts"))
+    path = tmp_path / "labels.ts"
+    torch.jit.save(torch.jit.script(Labels(scores)), str(path))
+    return path
+
+
+def test_a_model_that_returns_labels_gives_the_label_map_its_scores_would(descriptor, tmp_path, ct):
+    data = yaml.safe_load(descriptor.read_text())
+    labels_file = _labels_model(descriptor, tmp_path)
+    edge_to_edge = {**data["inference"], "overlap": 0.0}
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "labels").mkdir()
+    by_scores = edited(descriptor, tmp_path / "scores", inference=edge_to_edge)
+    by_labels = edited(
+        descriptor,
+        tmp_path / "labels",
+        inference={**edge_to_edge, "activation": "labels"},
+        model=str(labels_file),
+    )
+    scores_pipeline = WarmPipelines(PipelineRegistry.from_settings(settings_for(by_scores))).get("ct-bone-ts")
+    labels_pipeline = WarmPipelines(PipelineRegistry.from_settings(settings_for(by_labels))).get("ct-bone-ts")
+
+    from_scores = run_pipeline(scores_pipeline, ct)
+    from_labels = run_pipeline(labels_pipeline, ct)
+
+    # without overlap, each voxel's label comes from one window either way (the last window of
+    # an axis, moved back to fit, decides where two cover a voxel: MONAI averages the scores)
+    agreement = np.mean(from_labels.label_map == from_scores.label_map)
+    assert from_labels.label_map.dtype == np.uint8 and agreement > 0.99
+    assert dice(segment_mask(from_labels, labels_pipeline.segments, "Bone"), ct.array >= BONE_HU) > 0.7
+
+
+def test_labels_with_overlapping_windows_are_refused_when_the_descriptor_is_read(descriptor, tmp_path):
+    data = yaml.safe_load(descriptor.read_text())
+    copy = edited(
+        descriptor, tmp_path, inference={**data["inference"], "activation": "labels", "overlap": 0.25}
+    )
+
+    with pytest.raises(PipelineError, match="labels cannot be blended where windows overlap"):
+        PipelineRegistry.from_settings(settings_for(copy))
