@@ -52,4 +52,3 @@ class Destination(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-

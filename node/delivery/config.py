@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validator
 
 from node.config import AETitle, Port, PositiveDuration, _Strict
+from node.delivery.transcode import TransferSyntaxChoice
 
 #: a destination's name as shown in logs, job details and the admin console
 DestinationName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
@@ -81,6 +82,9 @@ class DicomConfig(_DestinationBase):
     tls: TlsConfig | None = None
     #: limit for connecting, association negotiation and each DIMSE response
     timeout: PositiveDuration = timedelta(seconds=30)
+    #: the transfer syntax the results are offered in (node.delivery.transcode); a peer that
+    #: refuses deflated gets them uncompressed
+    transfer_syntax: TransferSyntaxChoice = TransferSyntaxChoice.EXPLICIT
 
 
 class NoAuth(_Strict):
@@ -111,6 +115,8 @@ class DicomWebConfig(_DestinationBase):
     auth: HttpAuth = NoAuth()
     #: limit for connecting and for each response
     timeout: PositiveDuration = timedelta(seconds=60)
+    #: the transfer syntax the results are stored in (node.delivery.transcode)
+    transfer_syntax: TransferSyntaxChoice = TransferSyntaxChoice.EXPLICIT
 
 
 DestinationConfig = Annotated[ThisOrthancConfig | DicomConfig | DicomWebConfig, Field(discriminator="type")]

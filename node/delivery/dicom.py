@@ -19,6 +19,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -29,6 +30,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # g
 
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.config import DicomConfig
+from node.delivery.transcode import transcoded
 from node.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ _STORE_FAILURE_RANGES = (
 )
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+_REENCODABLE = (*_UNCOMPRESSED, DeflatedExplicitVRLittleEndian)
 #: PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1-255) in one association
 _MAX_CONTEXTS = 128
 
@@ -97,7 +100,7 @@ class DicomDestination(Destination):
     def send(self, datasets: Sequence[Dataset]) -> list[Delivered]:
         if not datasets:
             return []
-        prepared = [_with_transfer_syntax(dataset) for dataset in datasets]
+        prepared = [_with_transfer_syntax(d) for d in transcoded(datasets, self.config.transfer_syntax)]
         contexts = _requested_contexts(prepared)
         if len(contexts) > _MAX_CONTEXTS:
             raise DeliveryError(
@@ -287,7 +290,8 @@ def _requested_contexts(datasets: Sequence[Dataset]) -> dict[UID, list[UID]]:
     for dataset in datasets:
         syntax = UID(dataset.file_meta.TransferSyntaxUID)
         offered = contexts.setdefault(UID(dataset.SOPClassUID), [])
-        # pynetdicom re-encodes an in-memory dataset between the uncompressed syntaxes
-        candidates = [syntax, *_UNCOMPRESSED] if syntax in _UNCOMPRESSED else [syntax]
+        # pynetdicom re-encodes an in-memory dataset between the uncompressed syntaxes, the
+        # deflated one among them: a peer that takes no deflate gets it uncompressed
+        candidates = [syntax, *_UNCOMPRESSED] if syntax in _REENCODABLE else [syntax]
         offered.extend(s for s in candidates if s not in offered)
     return contexts

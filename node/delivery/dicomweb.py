@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.config import BasicAuth, BearerAuth, DicomWebConfig
 from node.delivery.dicom import store_status_problem
+from node.delivery.transcode import transcoded
 from node.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class DicomWebDestination(Destination):
         if not datasets:
             return []
         try:
-            answer = self._client.store_instances(list(datasets))
+            answer = self._client.store_instances(transcoded(datasets, self.config.transfer_syntax))
         except requests.RequestException as error:
             raise DeliveryError(self._problem("STOW-RS", error)) from error
         except ValueError as error:  # a 2xx answer that is not a STOW-RS response

@@ -110,9 +110,25 @@ class PeerOrthanc:
         return f"{self.url}/dicom-web"
 
     def instance_uids(self) -> set[str]:
+        return set(self._instances())
+
+    def transfer_syntaxes(self) -> dict[str, str]:
+        """SOP Instance UID -> the transfer syntax the peer stored the instance in."""
+        syntaxes = {}
+        for uid, orthanc_id in self._instances().items():
+            answer = requests.get(
+                f"{self.url}/instances/{orthanc_id}/metadata/TransferSyntax",
+                auth=("ai", PASSWORD),
+                timeout=10,
+            )
+            answer.raise_for_status()
+            syntaxes[uid] = answer.text.strip()
+        return syntaxes
+
+    def _instances(self) -> dict[str, str]:
         answer = requests.get(f"{self.url}/instances?expand", auth=("ai", PASSWORD), timeout=10)
         answer.raise_for_status()
-        return {instance["MainDicomTags"]["SOPInstanceUID"] for instance in answer.json()}
+        return {instance["MainDicomTags"]["SOPInstanceUID"]: instance["ID"] for instance in answer.json()}
 
 
 def start_peer_orthanc(folder: Path) -> Iterator[PeerOrthanc]:

@@ -12,10 +12,11 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
@@ -40,6 +41,7 @@ from tests.integration.peers import (
     PeerOrthanc,
     StoreScp,
     dicom,
+    running_storescp,
     start_peer_orthanc,
     start_storescp,
 )
@@ -159,6 +161,31 @@ def test_cstore_delivers_ct_and_seg_files_to_storescp(storescp: StoreScp) -> Non
     assert delivered[0].location == f"REMOTE@127.0.0.1:{storescp.port}"
 
 
+def _received_syntaxes(storescp: StoreScp) -> set[str]:
+    return {
+        str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        for path in storescp.folder.iterdir()
+    }
+
+
+def test_cstore_deflated_reaches_a_peer_that_takes_deflate_deflated(tmp_path: Path) -> None:
+    datasets = ct_and_seg()
+    with running_storescp(tmp_path, "+xd") as peer:  # storescp: prefer deflated
+        dicom(peer.port, transfer_syntax="deflated").send(datasets)
+
+        assert peer.received_uids() == {str(ds.SOPInstanceUID) for ds in datasets}
+        assert _received_syntaxes(peer) == {DeflatedExplicitVRLittleEndian}
+
+
+def test_cstore_deflated_reaches_a_peer_without_deflate_uncompressed(storescp: StoreScp) -> None:
+    datasets = ct_and_seg()
+
+    dicom(storescp.port, transfer_syntax="deflated").send(datasets)
+
+    assert storescp.received_uids() == {str(ds.SOPInstanceUID) for ds in datasets}
+    assert DeflatedExplicitVRLittleEndian not in _received_syntaxes(storescp)
+
+
 def test_cstore_sends_the_same_instances_again_without_error(storescp: StoreScp) -> None:
     datasets = make_series(np.zeros((1, 4, 4), dtype=np.int16))
     dicom(storescp.port).send(datasets)
@@ -257,10 +284,12 @@ def test_echo_with_wrong_called_ae_title_reports_it(strict_scp: int) -> None:
 # --- DICOMweb STOW-RS / QIDO-RS against a second Orthanc
 
 
-def dicomweb(url: str, *, password: str = PASSWORD) -> Destination:
+def dicomweb(url: str, *, password: str = PASSWORD, **options: Any) -> Destination:
     auth = BasicAuth(type="basic", username="ai", password=password)  # type: ignore[arg-type]
     return destination(
-        DicomWebConfig(type="dicomweb", name="web peer", url=url, auth=auth, timeout=timedelta(seconds=10))
+        DicomWebConfig(
+            type="dicomweb", name="web peer", url=url, auth=auth, timeout=timedelta(seconds=10), **options
+        )
     )
 
 
@@ -271,6 +300,15 @@ def test_stow_stores_ct_and_seg_in_the_peer_orthanc(peer_orthanc: PeerOrthanc) -
     assert {d.sop_instance_uid for d in delivered} == uids
     assert uids <= peer_orthanc.instance_uids()
     assert all("/dicom-web/studies/" in d.location for d in delivered), delivered
+
+
+def test_stow_deflated_is_stored_and_reads_back_the_same(peer_orthanc: PeerOrthanc) -> None:
+    datasets = ct_and_seg()
+
+    dicomweb(peer_orthanc.dicomweb, transfer_syntax="deflated").send(datasets)
+
+    stored = peer_orthanc.transfer_syntaxes()
+    assert {stored[str(ds.SOPInstanceUID)] for ds in datasets} == {DeflatedExplicitVRLittleEndian}
 
 
 def test_stow_sends_the_same_instances_again_without_error(peer_orthanc: PeerOrthanc) -> None:

@@ -134,6 +134,7 @@ def test_public_view_replaces_the_password_by_has_password() -> None:
         "url": "https://pacs.example.org/dicom-web",
         "auth": {"type": "basic", "username": "ai", "has_password": True},
         "timeout": 60.0,
+        "transfer_syntax": "explicit",
     }
 
 
@@ -208,3 +209,17 @@ def test_backoff_refuses_attempt_zero() -> None:
 def test_backoff_refuses_a_cap_below_the_base() -> None:
     with pytest.raises(ValueError, match=r"cap 10 s is less than the base delay 30 s"):
         next_attempt_delay(1, cap=timedelta(seconds=10))
+
+
+def test_a_transfer_syntax_the_node_cannot_write_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="transfer_syntax"):
+        TypeAdapter(DestinationConfig).validate_python(
+            {
+                "type": "dicom",
+                "name": "x",
+                "ae_title": "PACS",
+                "host": "pacs",
+                "port": 104,
+                "transfer_syntax": "jpeg",
+            }
+        )

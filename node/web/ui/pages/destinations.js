@@ -22,6 +22,19 @@ function input(name, value, attrs = {}) {
   return h('input', {name, value: value === undefined || value === null ? '' : String(value), ...attrs});
 }
 
+/** The transfer syntax a destination receives results in (node/delivery/transcode.py). */
+function syntaxSelect(current) {
+  const select = h(
+    'select',
+    {name: 'transfer_syntax'},
+    h('option', {value: 'explicit'}, 'uncompressed (Explicit VR Little Endian)'),
+    h('option', {value: 'deflated'}, 'deflated (whole object; falls back to uncompressed)'),
+    h('option', {value: 'rle'}, 'RLE lossless (label maps, captures; the rest uncompressed)'),
+  );
+  select.value = current.transfer_syntax || 'explicit';
+  return select;
+}
+
 /** The form of one destination type; returns {node, read()} where read() gives the config JSON. */
 function typeForm(type, current, creating) {
   if (type === 'dicom') {
@@ -35,12 +48,14 @@ function typeForm(type, current, creating) {
       ca_file: input('ca_file', tls.ca_file, {size: 40}),
       cert_file: input('cert_file', tls.cert_file, {size: 40}),
       key_file: input('key_file', tls.key_file, {size: 40}),
+      transfer_syntax: syntaxSelect(current),
     };
     const node = h(
       'div',
       {},
       h('div', {class: 'row'}, field('Called AE title (peer)', inputs.ae_title).row, field('Calling AE title (this node)', inputs.calling_ae_title).row),
       h('div', {class: 'row'}, field('Host', inputs.host).row, field('Port', inputs.port).row, field('Timeout (s)', inputs.timeout).row),
+      field('Transfer syntax', inputs.transfer_syntax).row,
       h(
         'fieldset',
         {},
@@ -57,6 +72,7 @@ function typeForm(type, current, creating) {
         port: Number(inputs.port.value),
         calling_ae_title: inputs.calling_ae_title.value.trim() || 'AINODE',
         timeout: Number(inputs.timeout.value || 30),
+        transfer_syntax: inputs.transfer_syntax.value,
       };
       const files = {ca_file: inputs.ca_file.value.trim(), cert_file: inputs.cert_file.value.trim(), key_file: inputs.key_file.value.trim()};
       if (files.ca_file || files.cert_file || files.key_file) {
@@ -70,6 +86,7 @@ function typeForm(type, current, creating) {
     const auth = current.auth || {type: 'none'};
     const url = input('url', current.url, {type: 'url', required: true, size: 50, placeholder: 'https://pacs.example.org/dicom-web'});
     const timeout = input('timeout', current.timeout ?? 60, {type: 'number', min: '1', step: 'any'});
+    const syntax = syntaxSelect(current);
     const authType = h('select', {name: 'auth', value: auth.type}, h('option', {value: 'none'}, 'none'), h('option', {value: 'basic'}, 'basic (user + password)'), h('option', {value: 'bearer'}, 'bearer token'));
     const username = input('username', auth.username, {autocomplete: 'off'});
     const password = input('password', '', {type: 'password', autocomplete: 'new-password', placeholder: !creating && auth.has_password ? KEEP_SECRET : ''});
@@ -82,9 +99,9 @@ function typeForm(type, current, creating) {
     };
     authType.addEventListener('change', show);
     show();
-    const node = h('div', {}, field('DICOMweb root URL', url).row, field('Timeout (s)', timeout).row, field('Authentication', authType).row, basic, bearer);
+    const node = h('div', {}, field('DICOMweb root URL', url).row, field('Timeout (s)', timeout).row, field('Transfer syntax', syntax).row, field('Authentication', authType).row, basic, bearer);
     const read = () => {
-      const config = {url: url.value.trim(), timeout: Number(timeout.value || 60)};
+      const config = {url: url.value.trim(), timeout: Number(timeout.value || 60), transfer_syntax: syntax.value};
       if (authType.value === 'basic') {
         config.auth = {type: 'basic', username: username.value.trim()};
         if (password.value) config.auth.password = password.value;
