@@ -16,7 +16,7 @@ Every measurement is a fresh process (``--child``), so imports and caches are pa
 peak memory (VmHWM) is the measurement's own; memory is given above what the process held
 once the input (the CT's datasets, its volume and the label map) was built.
 
-    .venv/bin/python bench/results.py --runs 3 --write docs/benchmarks-results.md
+    .venv/bin/python bench/results.py --runs 3 --write docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_description, python_description  # noqa: E402
+from bench.sections import write_section  # noqa: E402
 
 SLICES, SIZE = 300, 512
 MODES = ("node", "highdicom", "floor")
@@ -317,7 +318,7 @@ def main() -> None:
     load_after = os.getloadavg()
     report = "\n".join(
         [
-            "# Result path at whole-body size: 300 × 512² CT",
+            "## Result path at whole-body size: 300 × 512² CT, 100 and 5 segments",
             "",
             f"Measured {datetime.now().date()} on {cpu_description()}; {python_description()}. "
             f"`bench/results.py`, {args.runs} fresh processes per row, seconds min / median. Load "
@@ -333,7 +334,7 @@ def main() -> None:
         ]
     )
     if args.write:
-        args.write.write_text(report + "\n")
+        write_section(args.write, "bench/results.py", report)
 
 
 if __name__ == "__main__":
