@@ -10,10 +10,9 @@ folder) is the caller's business.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,6 +30,9 @@ from node.results.seg import DeviceInfo
 from node.results.validate import ValidationReport, require_valid
 from node.run.execution import run_pipeline
 from node.timing import StageTimer
+
+#: validators running at once: they wait on dciodvfy processes, which the cores share
+_VALIDATORS = 4
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,12 @@ def process_series(
         device=device,
         seg_type=seg_type,
     )
-    objects = build_result_objects(inputs, kinds=kinds, identity=identity, timer=timer)
-    with timer.stage("validate"):
-        warnings = validate_objects(objects)
+    with _Validations() as validations:
+        objects = build_result_objects(
+            inputs, kinds=kinds, identity=identity, timer=timer, on_built=validations.start
+        )
+        with timer.stage("validate"):
+            warnings = validations.finish()
     return SeriesResult(
         output=output,
         measurements=tuple(measurements),
@@ -116,22 +121,39 @@ def _validated(obj: ResultObject) -> ValidationReport:
     return require_valid(obj.dataset, obj.kind.label, encoded=obj.encoded)
 
 
-def validate_objects(objects: Sequence[ResultObject]) -> tuple[ValidatorWarning, ...]:
-    """Validate every object (:func:`~node.results.validate.require_valid`); the distinct
-    warnings, counted. Raises :class:`~node.errors.ResultValidationError` for the first object,
-    in order, that has errors.
+class _Validations:
+    """Objects validated as they are built, side by side.
 
-    The validator is a program of its own, so the objects are validated side by side, one per
-    core; each object is encoded once (:attr:`~node.results.part10.ResultObject.encoded`), and
-    those bytes are validated and later staged.
+    The validator is a program of its own: an object's check runs on one core while the next
+    object is built on the other, and each object is encoded once
+    (:attr:`~node.results.part10.ResultObject.encoded`), the bytes that are then staged.
     """
-    if not objects:
-        return ()
-    with ThreadPoolExecutor(max_workers=min(len(objects), os.cpu_count() or 1)) as pool:
-        reports = list(pool.map(_validated, objects))
-    found = Counter(
-        (obj.kind, warning)
-        for obj, report in zip(objects, reports, strict=True)
-        for warning in report.warnings
-    )
-    return tuple(ValidatorWarning(kind, message, times) for (kind, message), times in found.items())
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=_VALIDATORS, thread_name_prefix="validate")
+        self._started: list[tuple[ResultObject, Future[ValidationReport]]] = []
+
+    def __enter__(self) -> _Validations:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, obj: ResultObject) -> None:
+        self._started.append((obj, self._pool.submit(_validated, obj)))
+
+    def finish(self) -> tuple[ValidatorWarning, ...]:
+        """The distinct warnings, counted. Raises :class:`~node.errors.ResultValidationError`
+        for the first object, in order, that has errors."""
+        found: Counter[tuple[ResultKind, str]] = Counter()
+        for obj, report in self._started:
+            found.update((obj.kind, warning) for warning in report.result().warnings)
+        return tuple(ValidatorWarning(kind, message, times) for (kind, message), times in found.items())
+
+
+def validate_objects(objects: Sequence[ResultObject]) -> tuple[ValidatorWarning, ...]:
+    """Validate ``objects`` side by side (see :func:`process_series`)."""
+    with _Validations() as validations:
+        for obj in objects:
+            validations.start(obj)
+        return validations.finish()

@@ -20,7 +20,7 @@ re-run attempt writes the same objects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -83,6 +83,7 @@ def build_result_objects(
     kinds: Sequence[ResultKind],
     identity: ResultIdentity,
     timer: StageTimer,
+    on_built: Callable[[ResultObject], None] | None = None,
 ) -> list[ResultObject]:
     """The result objects named in ``kinds``: SEG, SR (references SEG), planar SR, SC images.
 
@@ -101,6 +102,15 @@ def build_result_objects(
     # object names a segment's finding the same way.
     tracking_uids = [segment_tracking_uid(seg_instance_uid, n) for n in range(1, len(pipeline.segments) + 1)]
     objects: list[ResultObject] = []
+
+    def built(kind: ResultKind, dataset: Dataset) -> Dataset:
+        identity.stamp(dataset)
+        obj = ResultObject(kind, dataset)
+        objects.append(obj)
+        if on_built is not None:
+            on_built(obj)
+        return dataset
+
     outlines: tuple[PlanarOutline | None, ...] = ()
     library = None
     if wanted & {ResultKind.SR, ResultKind.PLANAR_SR}:
@@ -127,7 +137,7 @@ def build_result_objects(
             seg.DimensionOrganizationSequence[0].DimensionOrganizationUID = organization
             for index in seg.DimensionIndexSequence:
                 index.DimensionOrganizationUID = organization
-        objects.append(ResultObject(ResultKind.SEG, seg))
+        built(ResultKind.SEG, seg)
         if ResultKind.SR in wanted:
             if has_groups(outlines, inputs.output):
                 with timer.stage("sr"):
@@ -145,7 +155,7 @@ def build_result_objects(
                         sop_instance_uid=uid("sr-instance"),
                         pipeline_result=inputs.output,
                     )
-                objects.append(ResultObject(ResultKind.SR, sr))
+                built(ResultKind.SR, sr)
             else:
                 log.info("no SR for %s: every segment is empty, there is nothing to report", pipeline.name)
     if ResultKind.PLANAR_SR in wanted:
@@ -164,7 +174,7 @@ def build_result_objects(
                     series_instance_uid=uid("planar-sr-series"),
                     sop_instance_uid=uid("planar-sr-instance"),
                 )
-            objects.append(ResultObject(ResultKind.PLANAR_SR, planar))
+            built(ResultKind.PLANAR_SR, planar)
         else:
             log.info(
                 "no planar SR for %s: every segment is empty, there is nothing to outline", pipeline.name
@@ -182,7 +192,6 @@ def build_result_objects(
                 series_instance_uid=uid("sc-series"),
                 sop_instance_uids=[uid(f"sc-instance-{k}") for k in range(inputs.volume.shape[0])],
             )
-        objects.extend(ResultObject(ResultKind.SECONDARY_CAPTURE, image) for image in captures)
-    for obj in objects:
-        identity.stamp(obj.dataset)
+        for image in captures:
+            built(ResultKind.SECONDARY_CAPTURE, image)
     return objects
