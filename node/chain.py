@@ -19,6 +19,7 @@ from datetime import timedelta
 from pydicom.dataset import Dataset
 
 from node.config import ResultKind, SegmentationKind
+from node.failpoints import failpoint
 from node.imaging.volume import Volume
 from node.pipeline.base import Pipeline, PipelineResult
 from node.pipeline.voxels import SegmentVoxels
@@ -88,6 +89,7 @@ def process_series(
     """
     timer = timer or StageTimer()
     with timer.stage("pipeline"):
+        failpoint("inference")
         output = run_pipeline(pipeline, volume, time_limit=time_limit)
     with timer.stage("measure"):
         voxels = SegmentVoxels.from_result(volume.shape, pipeline.segments, output)
@@ -102,6 +104,7 @@ def process_series(
         device=device,
         seg_type=seg_type,
     )
+    failpoint("results")
     with _Validations() as validations:
         objects = build_result_objects(
             inputs, kinds=kinds, identity=identity, timer=timer, on_built=validations.start

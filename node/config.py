@@ -191,10 +191,10 @@ def _positive_duration(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[timedelta, AfterValidator(_positive_duration)]
 
 
-class DeliveryRetrySettings(_Strict):
-    """How failed deliveries of results are retried (see :mod:`node.delivery.retry`)."""
+class RetrySettings(_Strict):
+    """How something that failed is tried again (see :mod:`node.retry`)."""
 
-    #: attempts, the first included, before a delivery stays failed until someone retries it
+    #: attempts, the first included, before it stays failed until someone retries it
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     #: delay after the first failure; each further failure multiplies it by ``factor``
     base_delay: PositiveDuration = timedelta(seconds=30)
@@ -202,7 +202,7 @@ class DeliveryRetrySettings(_Strict):
     max_delay: PositiveDuration = timedelta(hours=1)
 
     @model_validator(mode="after")
-    def _cap_not_below_base(self) -> DeliveryRetrySettings:
+    def _cap_not_below_base(self) -> RetrySettings:
         # next_attempt_delay refuses such a schedule: caught here, it fails at start-up rather
         # than at the first failed delivery, inside the worker's loop
         if self.max_delay < self.base_delay:
@@ -211,6 +211,24 @@ class DeliveryRetrySettings(_Strict):
                 f"{self.base_delay.total_seconds():g} s"
             )
         return self
+
+
+class DeliveryRetrySettings(RetrySettings):
+    """How failed deliveries of results are retried: a PACS that is down for a while."""
+
+
+class IntakeSettings(RetrySettings):
+    """How a study whose routing failed is retried (:mod:`node.intake.recovery`), and when the
+    change follower counts as behind. A study that fails for a lasting reason (deleted, a
+    value the job table refuses) is set aside at once; one that fails because Orthanc or the
+    database is busy is tried again on this schedule, then set aside. Either way the studies
+    after it are routed."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 6
+    base_delay: PositiveDuration = timedelta(seconds=5)
+    max_delay: PositiveDuration = timedelta(minutes=10)
+    #: /ai/health is unhealthy while the oldest change the follower has not handled is older
+    max_lag: PositiveDuration = timedelta(minutes=5)
 
 
 class Settings(_Strict):
@@ -233,6 +251,8 @@ class Settings(_Strict):
     pipeline_settings: dict[str, PipelineSettings] = {}
     #: retries of deliveries to destinations that fail (a PACS that is down)
     delivery: DeliveryRetrySettings = DeliveryRetrySettings()
+    #: retries of studies whose routing failed, and the follower's allowed lag
+    intake: IntakeSettings = IntakeSettings()
     log_level: str = "INFO"
 
     @property

@@ -46,6 +46,9 @@ class Role(StrEnum):
     ADMIN = "admin"
     #: reads everything, changes nothing
     VIEWER = "viewer"
+    #: may store studies over HTTP (STOW-RS, Orthanc's POST /instances) and nothing else: the
+    #: account a modality or PACS pushes with, which cannot read what others sent
+    SENDER = "sender"
 
 
 @dataclass(frozen=True)

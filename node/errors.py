@@ -20,6 +20,10 @@ class ConfigurationError(NodeError):
     """The node's configuration is invalid or incomplete."""
 
 
+class InputStudyError(NodeError):
+    """A study cannot be routed as it is (e.g. a Study Instance UID DICOM does not allow)."""
+
+
 class InputSeriesError(NodeError):
     """A series cannot be turned into a volume (geometry, missing slices, unsupported data)."""
 
@@ -45,4 +49,10 @@ class DeliveryError(NodeError):
 
 
 class OrthancError(NodeError):
-    """Orthanc could not be started or answered a request with an error."""
+    """Orthanc could not be started or answered a request with an error. ``not_found``: it
+    answered that the resource does not exist (deleted, or never there), which trying again
+    will not change; any other error may be transient (Orthanc restarting, busy)."""
+
+    def __init__(self, message: str, *, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import SQLAlchemyError
 
 from node import THIS_ORTHANC
 from node.chain import SeriesResult, process_series
@@ -35,7 +36,8 @@ from node.db.models import DeliveryStatus
 from node.delivery.queue import Delivery, DeliveryStore
 from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
-from node.errors import NodeError, PipelineError
+from node.errors import InputStudyError, NodeError, OrthancError, PipelineError
+from node.failpoints import failpoint
 from node.fetch.series import fetch_series
 from node.imaging.series import build_volume
 from node.logs import job_context
@@ -54,6 +56,12 @@ log = logging.getLogger(__name__)
 #: how often (seconds) a worker reports itself under node_state "worker:<id>" (read by
 #: node.web.api, which considers a worker silent for WORKER_SILENCE gone)
 REPORT_EVERY = 10.0
+
+
+#: how long a worker waits before claiming again after Orthanc did not answer
+ORTHANC_DOWN_PAUSE = 10.0
+#: how long a worker waits after the job database did not answer
+DATABASE_PAUSE = 5.0
 
 
 class WorkerStopping(BaseException):
@@ -142,7 +150,19 @@ class Worker:
             if time.monotonic() - reported > REPORT_EVERY:
                 self.report()
                 reported = time.monotonic()
-            if not self.run_one():
+            try:
+                worked = self.run_one()
+            except SQLAlchemyError as error:
+                # the job database locked or unreachable: nothing to claim or record until it is
+                # back, and a worker that crashed on it would only be restarted into the same wait
+                log.warning(
+                    "the job database did not answer (%s); waiting %.0f s",
+                    error.__class__.__name__,
+                    DATABASE_PAUSE,
+                )
+                self.stopping.wait(DATABASE_PAUSE)
+                continue
+            if not worked:
                 self.stopping.wait(poll)
         log.info("worker %s stopped", self.worker_id)
 
@@ -210,6 +230,22 @@ class Worker:
             # worker (docs/pipelines.md, "Failures and time limits").
             self._fail(job, str(error), timer)
             exit_worker()
+        except OrthancError as error:
+            if error.not_found:
+                self._fail(job, str(error), timer)
+            else:
+                # Orthanc did not answer even after the client's retries (restarting, or down):
+                # not the job's fault. It goes back to the queue, the attempt uncounted, and
+                # this worker waits before it claims again.
+                self.store.release(job.id, self.worker_id)
+                log.warning(
+                    "job %s released: %s; this worker waits %.0f s",
+                    job.id,
+                    error,
+                    ORTHANC_DOWN_PAUSE,
+                    extra=context,
+                )
+                self.stopping.wait(ORTHANC_DOWN_PAUSE)
         except NodeError as error:
             self._fail(job, str(error), timer)
         except Exception as error:  # the job loop is the boundary: one job fails, the worker lives
@@ -239,7 +275,18 @@ class Worker:
     def _heartbeat(self, job: Job, done: threading.Event) -> None:
         lease = self.settings.worker.lease.total_seconds()
         while not done.wait(lease / 3):
-            if not self.store.heartbeat(job.id, self.worker_id, lease):
+            try:
+                kept = self.store.heartbeat(job.id, self.worker_id, lease)
+            except SQLAlchemyError as error:
+                # keep beating: if the database is back before the lease ends, nothing is lost
+                log.warning(
+                    "job %s: heartbeat not recorded (%s)",
+                    job.id,
+                    type(error).__name__,
+                    extra=job_context(job),
+                )
+                continue
+            if not kept:
                 log.warning("job %s: lease lost", job.id, extra=job_context(job))
                 return
 
@@ -254,6 +301,7 @@ class Worker:
         with timer.stage("load"):
             pipeline = self.pipelines.get(job.pipeline_name)
         with timer.stage("fetch"):
+            failpoint("fetch")
             datasets = self.fetch_input(job, pipeline)
         with timer.stage("volume"):
             volume = build_volume(datasets)
@@ -296,6 +344,8 @@ class Worker:
         """A delivery per destination of the job, each tried once now; failures are retried
         later by whichever worker is free (node.delivery.sender). Returns the deliveries and,
         for this Orthanc, where each SOP Instance UID is stored."""
+        failpoint("deliver")
+        self._require_study(job)
         # read again: a rule matched after the job was queued may have added destinations
         destinations = self.store.get(job.id).destinations
         created = self.sender.deliveries.create_for_job(
@@ -314,6 +364,26 @@ class Worker:
             # a job run again after its worker died finds its deliveries done already
             self.sender.files.remove(job.uid)
         return deliveries, locations
+
+    def _require_study(self, job: Job) -> None:
+        """Refuse to deliver the results of a study deleted while its job ran: storing them would
+        bring the study back into Orthanc with nothing in it but the node's objects, and the
+        deletion says the admin wanted it gone (the wrong patient, say)."""
+        if not self.study_in_orthanc(job):
+            raise InputStudyError(
+                "the study was deleted from Orthanc while the job ran; its results were not "
+                "stored or sent anywhere"
+            )
+
+    def study_in_orthanc(self, job: Job) -> bool:
+        """Whether the job's study is still in this node's Orthanc."""
+        try:
+            self.orthanc.get_json(f"/studies/{job.orthanc_study_id}")
+        except OrthancError as error:
+            if error.not_found:
+                return False
+            raise
+        return True
 
 
 def main(settings: Settings) -> None:

@@ -19,13 +19,16 @@ _SETTINGS = json.loads(orthanc.GetConfiguration()).get("AINode", {})
 # Orthanc embeds Debian's python3.11; the node's packages live in its virtualenv.
 sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
+from node.cli.supervisor import RESTARTS_KEY  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
 from node.db.database import create_engine_for, migrate  # noqa: E402
+from node.db.intake_problems import IntakeProblemStore  # noqa: E402
 from node.db.jobs import JobStore  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
 from node.intake.changes import ChangeFollower  # noqa: E402
 from node.intake.handoff import Intake  # noqa: E402
+from node.intake.recovery import IntakeRecovery  # noqa: E402
 from node.logs import ContextFormatter  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
 from node.pipeline.registry import PipelineRegistry  # noqa: E402
@@ -49,11 +52,19 @@ class _OrthancLogHandler(logging.Handler):
 log = logging.getLogger("node.plugin")
 
 
+# orthanc.OrthancException's first argument is Orthanc's error code; this one is "no such
+# resource" (a deleted study), which no retry changes.
+_UNKNOWN_RESOURCE = 17
+
+
 def _get_json(path):
     try:
         return json.loads(orthanc.RestApiGet(path))
     except orthanc.OrthancException as error:
-        raise OrthancError(f"Orthanc could not answer GET {path}: {error}") from error
+        code = error.args[0] if error.args else None
+        raise OrthancError(
+            f"Orthanc could not answer GET {path}: {error}", not_found=code == _UNKNOWN_RESOURCE
+        ) from error
 
 
 class _Plugin:
@@ -69,6 +80,9 @@ class _Plugin:
         registry = PipelineRegistry.from_settings(self.settings)
         self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
         self.intake.seed_default_rule()
+        self.recovery = IntakeRecovery(
+            self.intake, IntakeProblemStore(self.store.engine), self.settings.intake
+        )
         credentials = CredentialsFile(credentials_path(self.settings))
         # The policy reads the route table, and the table's /ai/me asks the policy: the table
         # is given to the policy once built.
@@ -89,12 +103,39 @@ class _Plugin:
         self.stopping = threading.Event()
         self.follower = None
         self.thread = None
+        #: why the follower's last pass failed (the job database unreachable, say); None after
+        #: a pass that worked
+        self.follower_error = None
 
     def _health_extra(self):
+        """The follower's part of /ai/health; ``problems`` make the node unhealthy (503)."""
+        problems = []
+        alive = bool(self.thread and self.thread.is_alive())
+        intake = {"follower_alive": alive, "last_error": self.follower_error}
+        if not alive:
+            problems.append("the change follower is not running: no new study is routed")
+        if self.follower is not None:
+            intake["change_cursor"] = self.follower.cursor
+            try:
+                lag = self.follower.lag()
+            except OrthancError as error:
+                problems.append(f"the change follower's lag is unknown: {error}")
+            else:
+                intake.update(lag.to_json())
+                limit = self.settings.intake.max_lag
+                if lag.oldest_unhandled_age is not None and lag.oldest_unhandled_age > limit:
+                    problems.append(
+                        f"routing is {lag.oldest_unhandled_age.total_seconds():.0f} s behind Orthanc "
+                        f"({lag.changes_behind} changes unread; the limit is {limit.total_seconds():g} s)"
+                        + (f": {self.follower_error}" if self.follower_error else "")
+                    )
+        restarts = self.store.get_state(RESTARTS_KEY)
         return {
             "orthanc": {"aet": self.settings.orthanc.aet, "dicom_port": self.settings.orthanc.dicom_port},
-            "change_cursor": None if self.follower is None else self.follower.cursor,
-            "follower_alive": bool(self.thread and self.thread.is_alive()),
+            "intake": intake,
+            # kept by `ai-node run` (node.cli.supervisor): Orthanc's and the workers' restarts
+            "restarts": None if restarts is None else json.loads(restarts),
+            "problems": problems,
         }
 
     def user_of(self, headers):
@@ -108,10 +149,8 @@ class _Plugin:
         """Orthanc's incoming-HTTP-request filter: True lets the request through, False is 403."""
         method = _METHODS.get(request.get("method"), str(request.get("method")))
         headers = {name.lower(): value for name, value in request.get("headers", {}).items()}
-        # Orthanc gives the filter the parsed query of a GET (where ``_method`` fakes a method).
-        arguments = request.get("get") or {}
         try:
-            decision = self.access.decide(method, uri, headers, arguments)
+            decision = self.access.decide(method, uri, headers)
         except Exception:  # e.g. an unreadable credentials file: refuse rather than crash Orthanc
             log.exception("access check of %s %s failed; refused", method, uri)
             return False
@@ -129,13 +168,17 @@ class _Plugin:
             try:
                 if self.follower is None:
                     self.follower = ChangeFollower(
-                        _get_json, self.intake.study_ready, self.store, stable_age=stable_age
+                        _get_json, self.recovery.study_ready, self.store, stable_age=stable_age
                     )
                 while self.follower.poll() and not self.stopping.is_set():
                     pass
                 # studies whose wait for a rule's required series is over
                 self.intake.check_waits()
-            except Exception:  # the follower must survive a bad study or a busy database
+                # studies set aside whose backoff is over, or that an admin retried
+                self.recovery.retry_due()
+                self.follower_error = None
+            except Exception as error:  # e.g. the job database unreachable: nothing can be routed
+                self.follower_error = f"{type(error).__name__}: {error}"
                 log.exception("following Orthanc's changes failed; retrying in 5 s")
                 self.stopping.wait(5)
                 continue

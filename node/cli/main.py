@@ -101,7 +101,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _healthy(settings: Settings) -> bool:
+def _answering(settings: Settings) -> bool:
+    """Whether the node's plugin answers /ai/health (healthy, 200, or not, 503)."""
     try:
         auth = service_auth(settings)
     except ConfigurationError:  # no credentials yet: this node never started
@@ -110,7 +111,7 @@ def _healthy(settings: Settings) -> bool:
         answer = requests.get(f"{settings.orthanc_url}/ai/health", auth=auth, timeout=2)
     except requests.RequestException:
         return False
-    return answer.status_code == 200
+    return answer.status_code in (200, 503)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -118,7 +119,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from node.cli.supervisor import pid_file
 
     settings = _settings(args)
-    if _running_pid(settings) is not None and _healthy(settings):
+    if _running_pid(settings) is not None and _answering(settings):
         print(f"The node is already running at {settings.orthanc_url}")
         return 0
     logs = settings.resolved_data_dir / "logs"
@@ -133,7 +134,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         if process.poll() is not None:
             print(f"The node did not start:\n{_tail(logs / 'node.log')}", file=sys.stderr)
             return 1
-        if _healthy(settings):
+        if _answering(settings):
             print(f"The node is running (pid {process.pid}, pid file {pid_file(settings)}).")
             print(f"  Orthanc: {settings.orthanc_url}/app/explorer.html")
             print(f"  DICOM:   AE title {settings.orthanc.aet}, port {settings.orthanc.dicom_port}")
@@ -197,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from node.devtools.demo import run_demo
 
     settings = _settings(args)
-    if not _healthy(settings):
+    if not _answering(settings):
         status = cmd_start(args)
         if status:
             return status
@@ -252,7 +253,8 @@ def _add_users_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
                 "--role",
                 choices=[role.value for role in Role],
                 default=Role.VIEWER.value,
-                help="admin: may change anything; viewer: reads only (default)",
+                help="admin: may change anything; viewer: reads only (default); "
+                "sender: may only store studies (STOW-RS)",
             )
         parser.set_defaults(handler=cmd_users)
 

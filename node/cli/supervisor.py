@@ -1,29 +1,69 @@
 """`ai-node run`: one Orthanc and N worker processes, kept alive together.
 
-A worker that dies is started again (its job is claimed again when its lease ends); if
-Orthanc dies the node stops, because nothing works without it. SIGINT/SIGTERM stop the
-workers first (each releases its job), then Orthanc.
+A process that dies is started again, after a backoff that grows with each restart (2 s, 4 s
+... 30 s) so that a crash loop does not spin: a worker's job is claimed again when its lease
+ends; a restarted Orthanc replays its change log from the node's cursor, and the workers'
+requests to it are retried meanwhile. Each restart is logged and counted in the job
+database, where ``/ai/health`` shows it. SIGINT/SIGTERM stop the workers first (each releases
+its job), then Orthanc.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 from node.config import Settings
+from node.db.database import create_engine_for
+from node.db.jobs import JobStore
 from node.errors import NodeError
 from node.orthanc.process import OrthancProcess, runtime_paths
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
+#: node_state key of the restart counts /ai/health shows
+RESTARTS_KEY = "supervisor.restarts"
+
+
+def restart_delay(restarts: int) -> float:
+    return min(RESTART_BACKOFF_MAX, 2.0 ** min(restarts, 5))
+
+
+def exit_description(status: int | None) -> str:
+    """How a process ended, in words (a negative status is the signal that killed it)."""
+    if status is None:
+        return "still running"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        hint = " (e.g. by the kernel's out-of-memory killer)" if -status == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {status}"
+
+
+@dataclass
+class RestartCount:
+    restarts: int = 0
+    last_exit: str | None = None
+    last_restart_at: str | None = None
+
+    def note(self, status: int | None) -> None:
+        self.restarts += 1
+        self.last_exit = exit_description(status)
+        self.last_restart_at = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def pid_file(settings: Settings) -> Path:
@@ -44,6 +84,11 @@ class Supervisor:
         self.orthanc = OrthancProcess(settings)
         self.workers = [WorkerProcess(index) for index in range(settings.worker.count)]
         self.stopping = False
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.orthanc_restarts = RestartCount()
+        self.worker_restarts = RestartCount()
+        self._orthanc_next_start = 0.0
+        self._store: JobStore | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -59,6 +104,7 @@ class Supervisor:
                 self.settings.orthanc.aet,
                 self.settings.orthanc.dicom_port,
             )
+            self._record_restarts()
             return self._watch()
         except NodeError as error:
             log.error("%s", error)
@@ -74,17 +120,66 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self.stopping:
-            if self.orthanc.poll() is not None:
-                log.error(
-                    "Orthanc exited (status %s); stopping the node. See %s",
-                    self.orthanc.poll(),
-                    runtime_paths(self.settings)["logs"] / "orthanc.log",
-                )
-                return 1
+            self._keep_orthanc_alive()
             for worker in self.workers:
                 self._keep_alive(worker)
             time.sleep(0.2)
         return 0
+
+    def _keep_orthanc_alive(self) -> None:
+        if self.orthanc.process is not None:
+            status = self.orthanc.process.poll()
+            if status is None:
+                return
+            self.orthanc.process = None
+            self.orthanc_restarts.note(status)
+            delay = restart_delay(self.orthanc_restarts.restarts)
+            self._orthanc_next_start = time.monotonic() + delay
+            log.error(
+                "Orthanc %s; restarting it in %.0f s (restart %d). See %s",
+                exit_description(status),
+                delay,
+                self.orthanc_restarts.restarts,
+                runtime_paths(self.settings)["logs"] / "orthanc.log",
+            )
+            return
+        if time.monotonic() < self._orthanc_next_start:
+            return
+        try:
+            self.orthanc.start()
+        except NodeError as error:
+            self.orthanc.process = None
+            self.orthanc_restarts.note(None)
+            self.orthanc_restarts.last_exit = f"could not start: {error}"
+            delay = restart_delay(self.orthanc_restarts.restarts)
+            self._orthanc_next_start = time.monotonic() + delay
+            log.error("Orthanc could not be started again: %s; trying again in %.0f s", error, delay)
+            return
+        log.warning("Orthanc is back (restart %d)", self.orthanc_restarts.restarts)
+        self._record_restarts()
+
+    def _record_restarts(self) -> None:
+        """Write the restart counts where /ai/health reads them (the job database), from a
+        thread of its own: a locked database (SQLite waits up to 30 s) must never keep the
+        supervisor from watching its processes."""
+        counts = json.dumps(
+            {
+                "since": self.started_at,
+                "orthanc": vars(self.orthanc_restarts),
+                "workers": vars(self.worker_restarts),
+            }
+        )
+        threading.Thread(
+            target=self._write_restarts, args=(counts,), name="restart-counts", daemon=True
+        ).start()
+
+    def _write_restarts(self, counts: str) -> None:
+        try:
+            if self._store is None:
+                self._store = JobStore(create_engine_for(self.settings.resolved_database_url))
+            self._store.set_state(RESTARTS_KEY, counts)
+        except Exception:  # noqa: BLE001 - the counts are for show; a busy database must not stop the node
+            log.warning("could not record the restart counts in the job database", exc_info=True)
 
     def _keep_alive(self, worker: WorkerProcess) -> None:
         if worker.process is not None and worker.process.poll() is None:
@@ -94,9 +189,13 @@ class Supervisor:
             status = worker.process.returncode
             worker.process = None
             worker.restarts += 1
-            delay = min(RESTART_BACKOFF_MAX, 2.0 ** min(worker.restarts, 5))
+            self.worker_restarts.note(status)
+            self._record_restarts()
+            delay = restart_delay(worker.restarts)
             worker.next_start = now + delay
-            log.warning("worker %s exited with status %s; restarting in %.0f s", worker.index, status, delay)
+            log.warning(
+                "worker %s %s; restarting it in %.0f s", worker.index, exit_description(status), delay
+            )
         if now < worker.next_start:
             return
         config = runtime_paths(self.settings)["node_config"]

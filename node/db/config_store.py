@@ -51,6 +51,8 @@ class SubjectType(enum.StrEnum):
     SETTING = "setting"
     JOB = "job"
     DELIVERY = "delivery"
+    #: a study's routing (a Retry of a study set aside)
+    STUDY = "study"
 
 
 def mask_secrets(value: Any) -> Any:

@@ -1,5 +1,6 @@
 """Tables of the job database: the job queue, the node's small key/value state, the routing
-rules and destinations, the deliveries of results to destinations, and the audit trail.
+rules and destinations, the deliveries of results to destinations, the studies routing could
+not handle, and the audit trail.
 
 These models are the schema's single source of truth for Alembic's drift check
 (``tests/unit/test_migrations.py``); the migrations in ``node/db/migrations/versions`` are
@@ -207,6 +208,41 @@ class StudyWaitRow(Base):
     first_stable_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IntakeProblemStatus(enum.StrEnum):
+    """Where a study whose routing failed stands."""
+
+    #: a transient failure (Orthanc or the database busy): tried again after a backoff
+    RETRYING = "retrying"
+    #: a lasting failure, or out of attempts: left until an admin retries it
+    FAILED = "failed"
+
+
+class IntakeProblemRow(Base):
+    """A study the change follower could not route. It is set aside here, so the studies after
+    it are routed; one row per Orthanc study, removed once the study is routed."""
+
+    __tablename__ = "intake_problems"
+    __table_args__ = (
+        Index("ix_intake_problems_due", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    orthanc_study_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: when the summary got that far; unbounded, since a UID too long is one of the problems
+    study_instance_uid: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(String(32))
+    status: Mapped[IntakeProblemStatus] = mapped_column(
+        _status_enum(IntakeProblemStatus, "intake_problem_status")
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: when a retrying study is tried again; None once it failed for good
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class NodeStateRow(Base):

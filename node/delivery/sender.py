@@ -26,10 +26,10 @@ from node.delivery.base import Delivered, Destination
 from node.delivery.config import DestinationConfig, ThisOrthancConfig
 from node.delivery.kinds import from_config
 from node.delivery.queue import Delivery, DeliveryStore
-from node.delivery.retry import next_attempt_delay
 from node.delivery.staging import ResultFiles
 from node.errors import DeliveryError, NodeError
 from node.orthanc.client import OrthancClient
+from node.retry import next_attempt_delay
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.config import ThisOrthancConfig
 from node.errors import OrthancError
+from node.failpoints import failpoint
 from node.orthanc.client import OrthancClient
 from node.results.part10 import part10_bytes
 
@@ -21,6 +22,7 @@ class ThisOrthancDestination(Destination):
 
     def send(self, datasets: Sequence[Dataset]) -> list[Delivered]:
         delivered = []
+        failpoint("store")
         for dataset in datasets:
             answer = self.client.store_instance(part10_bytes(dataset))
             # A worker that died after storing and was replaced re-sends the same SOP Instance

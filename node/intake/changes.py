@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from node.db.jobs import JobTrigger
 from node.errors import OrthancError
+from node.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,25 @@ class StateStore(Protocol):
 
 GetJson = Callable[[str], Any]
 #: called with (Orthanc study id, trigger); raising stops the batch so the change is retried
-OnStudyReady = Callable[[str, JobTrigger], None]
+#: (node.intake.recovery raises only when it cannot even record a study's problem)
+OnStudyReady = Callable[[str, JobTrigger], object]
+
+
+@dataclass(frozen=True)
+class FollowerLag:
+    """How far the follower is behind Orthanc's change log."""
+
+    #: changes Orthanc logged that the follower has not read yet
+    changes_behind: int
+    #: how long ago Orthanc logged the oldest of them; None when there is none
+    oldest_unhandled_age: timedelta | None
+
+    def to_json(self) -> dict[str, Any]:
+        age = self.oldest_unhandled_age
+        return {
+            "changes_behind": self.changes_behind,
+            "oldest_unhandled_age_seconds": None if age is None else round(age.total_seconds(), 1),
+        }
 
 
 class ChangeFollower:
@@ -61,6 +81,7 @@ class ChangeFollower:
 
     def poll(self) -> int:
         """Handle the next batch of changes; return how many were read."""
+        failpoint("follow")
         batch = self._get_json(f"/changes?since={self.cursor}&limit={BATCH}")
         changes = batch.get("Changes", [])
         for change in changes:
@@ -69,6 +90,16 @@ class ChangeFollower:
             self._save_cursor()
         self._hand_on_stale_pending()
         return len(changes)
+
+    def lag(self) -> FollowerLag:
+        """How far behind the follower is now (two small requests to Orthanc)."""
+        last = int(self._get_json("/changes?last")["Last"])
+        behind = max(0, last - self.cursor)
+        if not behind:
+            return FollowerLag(0, None)
+        changes = self._get_json(f"/changes?since={self.cursor}&limit=1").get("Changes", [])
+        logged = _orthanc_time(changes[0].get("Date")) if changes else None
+        return FollowerLag(behind, None if logged is None else max(timedelta(0), self._now() - logged))
 
     def _handle(self, change: dict[str, Any]) -> None:
         kind, resource = change["ChangeType"], change["ID"]
@@ -108,8 +139,13 @@ class ChangeFollower:
             self._save_cursor()
 
     def _old_enough(self, last_update: str | None) -> bool:
-        if not last_update:
-            return True
-        # Orthanc writes LastUpdate as a UTC ISO basic timestamp, e.g. 20261128T064318.
-        updated = datetime.strptime(last_update, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-        return self._now() - updated >= self._stable_age
+        updated = _orthanc_time(last_update)
+        return updated is None or self._now() - updated >= self._stable_age
+
+
+def _orthanc_time(value: str | None) -> datetime | None:
+    # Orthanc writes a change's Date and a study's LastUpdate as UTC ISO basic timestamps,
+    # e.g. 20261128T064318.
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)

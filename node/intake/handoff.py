@@ -19,12 +19,13 @@ from node.db.config_store import ConfigStore, SubjectType
 from node.db.jobs import Job, JobStore, JobTrigger
 from node.db.models import WaitStatus
 from node.db.waits import StudyWait, StudyWaitStore
-from node.errors import OrthancError
+from node.errors import InputStudyError, OrthancError
 from node.intake.plan import PlannedJob, RoutingPlan, plan_jobs
 from node.pipeline.registry import PipelineRegistry
 from node.rules.files import rules_from_documents
 from node.rules.model import OnTimeout, Rule
 from node.study.summary import StudySummary
+from node.study.uids import uid_problem
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,15 @@ class Intake:
 
     def study_ready(self, study_id: str, trigger: JobTrigger) -> list[Job]:
         """Queue the jobs the rules ask for; jobs that exist already are not queued again."""
-        study = self.summarize(study_id)
+        return self.route(self.summarize(study_id), trigger)
+
+    def route(self, study: StudySummary, trigger: JobTrigger) -> list[Job]:
+        """:meth:`study_ready` for a study already summarised."""
+        problem = uid_problem(study.study_instance_uid)
+        if problem:
+            raise InputStudyError(
+                f"the study's Study Instance UID {problem}; the node cannot record jobs for it"
+            )
         plan = plan_jobs(study, self.rules(), self.registry)
         for wait in plan.incomplete:
             requires = wait.rule.requires

@@ -24,12 +24,22 @@ class OrthancClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
-        # The node's /ai/ write routes refuse requests without it (a CSRF check); harmless elsewhere.
-        self.session.headers["X-Requested-By"] = "ai-node"
-        # Orthanc closes idle keep-alive connections after KeepAliveTimeout; a request that
-        # races that close gets "connection aborted". Reads are safe to retry; stores are not
-        # retried here (the worker's job retry owns that decision).
-        retry = Retry(total=3, connect=3, read=2, status=0, allowed_methods={"GET"}, backoff_factor=0.1)
+        # Reads are safe to retry, and worth it: Orthanc closes idle keep-alive connections
+        # after KeepAliveTimeout (a request racing that close gets "connection aborted"), and
+        # a crashed Orthanc is back within seconds (node.cli.supervisor), so a worker's fetch
+        # waits for it (0.5 s, 1 s, 2 s ... up to about 40 s) rather than failing its job.
+        # Stores are not retried here (the delivery's own backoff owns that decision).
+        retry = Retry(
+            total=8,
+            connect=8,
+            read=2,
+            status=3,
+            status_forcelist={502, 503, 504},
+            allowed_methods={"GET"},
+            backoff_factor=0.5,
+            backoff_max=8,
+            raise_on_status=False,
+        )
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         if auth:
@@ -64,7 +74,8 @@ class OrthancClient:
         if response.status_code >= 400:
             raise OrthancError(
                 f"Orthanc answered {method} {path} with HTTP {response.status_code}: "
-                f"{_orthanc_message(response)}"
+                f"{_orthanc_message(response)}",
+                not_found=response.status_code == 404,
             )
         return response
 

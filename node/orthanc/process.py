@@ -157,7 +157,9 @@ class OrthancProcess:
                     f"see {self.paths['logs'] / 'orthanc.log'}"
                 )
             try:
-                if requests.get(url, auth=auth, timeout=2).status_code == 200:
+                # 503 is the plugin answering that the node is unhealthy (routing behind, say):
+                # Orthanc is up, which is what this waits for
+                if requests.get(url, auth=auth, timeout=2).status_code in (200, 503):
                     return
             except requests.ConnectionError:
                 pass

@@ -3,23 +3,32 @@
 Orthanc checks the basic-auth password (``AuthenticationEnabled``) and answers 401 before the
 filter runs; the filter then decides by role, and this module is that decision, without Orthanc:
 
-- A request that fakes its method is refused: Orthanc turns ``GET ...?_method=delete`` and any
-  request with an ``X-HTTP-Method-Override`` header into a PUT or DELETE, which an ``<img>`` on
-  another site could otherwise make a logged-in browser send (with no Origin or Referer).
-- ``GET``/``HEAD``: any known user.
+- Orthanc turns ``GET ...?_method=delete`` and any request with an ``X-HTTP-Method-Override``
+  header into a PUT or DELETE, so an ``<img>`` or a link could make a logged-in browser delete
+  a study. The header is refused outright. The query argument never reaches the filter (it is
+  handed a DELETE, without the GET's arguments), so the filter refuses what only such a
+  faked request looks like: a write the browser sent as a page load or an image
+  (``Sec-Fetch-Mode`` navigate/no-cors, ``Sec-Fetch-Dest`` other than empty), and a write from a
+  browser (``User-Agent: Mozilla/...``) without ``Origin``, which every browser adds to the
+  writes a script sends, so what lacks it is a load, an image or an old browser's form.
+- A ``sender`` may store and do nothing else: STOW-RS (``POST /dicom-web/studies[/{uid}]``) and
+  Orthanc's own upload (``POST /instances``, what an Orthanc peer sends). It reads nothing.
+- ``GET``/``HEAD``: any other known user.
 - Every other request changes something unless it is known to only read, and a change needs
-  the admin role and the CSRF checks a browser app needs: an ``X-Requested-By`` header (a
-  cross-site form or image cannot set one, and a cross-site script cannot without a CORS
-  preflight Orthanc never grants) and, when the browser says where the request comes from
-  (``Origin``, else ``Referer``), the same host and port as the request's ``Host``.
+  the admin role (a sender's store aside) and must not come from another site (CSRF).
+- Another site is recognised by what browsers send and scripts do not need to: since 2020
+  every browser sends ``Sec-Fetch-Site`` (``cross-site``/``same-site`` for a page elsewhere,
+  which is refused) and ``Origin`` on every cross-origin POST, PUT and DELETE, forms included
+  (refused unless it is this node's own host and port; ``Referer`` stands in for a missing
+  ``Origin``). A request with none of them is not a page's: a PACS, a modality, curl or
+  dicomweb-client, which need no custom header (the node's console still sends
+  ``X-Requested-By``; it is no longer required).
 - What only reads: under ``/ai/``, the operations of the route table not marked ``write``; on
   Orthanc's own API (and DICOMweb), the POSTs that search or build a download (``/tools/find``,
-  ``/tools/lookup``, archive and media downloads), which a cross-origin browser may not send.
-  A path under ``/ai/`` that matches no operation is a change (fail closed: a path the filter
-  does not recognise must not get past it). STOW-RS (``POST /dicom-web/studies``) is a change.
-- On Orthanc's own API, ``X-Requested-With`` (which jQuery, and so Orthanc Explorer, sends on
-  every request to its own site) counts as the CSRF header too: a cross-site page cannot set
-  it either.
+  ``/tools/lookup``, archive and media downloads). A path under ``/ai/`` that matches no
+  operation is a change (fail closed: a path the filter does not recognise must not get past
+  it). Orthanc's searches and downloads keep the cross-site check (a download of a study is
+  patient data that a page elsewhere must not trigger); ``/ai/`` reads need none.
 
 The password is checked again against the credentials file, so a removed user or a replaced
 password is refused at once, although Orthanc itself re-reads its users only on restart.
@@ -39,18 +48,20 @@ from node.web.http import ApiResponse, Request
 from node.web.routes import Operation, Route, RouteTable, orthanc_path
 
 READS = frozenset({"GET", "HEAD"})
-CSRF_HEADER = "x-requested-by"
-# Orthanc Explorer (jQuery) sends this one on its own writes (delete, modify, upload).
-ORTHANC_CSRF_HEADERS = (CSRF_HEADER, "x-requested-with")
 # Orthanc's method faking (HttpServer.cpp, ExtractMethod): the header on any request, the
 # query argument on a GET.
 METHOD_OVERRIDE_HEADER = "x-http-method-override"
-METHOD_OVERRIDE_ARGUMENT = "_method"
+# Sec-Fetch-Mode of what a page loads by itself (a link, a form, an image), not by script.
+_LOADS = frozenset({"navigate", "nested-navigate", "no-cors", "websocket"})
 # POSTs on Orthanc's API that only read (search, or build a download): allowed to viewers.
 _READ_ONLY_POSTS = re.compile(
     r"^/(tools/(find|lookup|create-archive|create-media|create-media-extended)"
     r"|(patients|studies|series)/[^/]+/(archive|media))/?$"
 )
+# What a sender may do: store. STOW-RS to the server or to one study, Orthanc's own upload.
+_STORES = re.compile(r"^/(dicom-web/studies(/[^/]+)?|instances)/?$")
+# Sec-Fetch-Site values of a request the user made on this node's own pages (or typed).
+_OWN_SITE = frozenset({"same-origin", "none"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -109,10 +120,9 @@ class AccessPolicy:
         method: str,
         uri: str,
         headers: Mapping[str, str],
-        arguments: Mapping[str, str] | None = None,
     ) -> Decision:
-        """``headers`` with lower-case names; ``uri`` without its query string, whose arguments
-        (Orthanc parses them for a GET only) are ``arguments``."""
+        """``method`` as Orthanc computed it (faking applied), ``headers`` with lower-case
+        names, ``uri`` without its query string."""
         method = method.upper()
         identity = self.identify(headers)
         if identity is None:
@@ -120,35 +130,58 @@ class AccessPolicy:
         who = f"user {identity.name} ({identity.role})"
         # Before anything else: with a faked method, ``method`` is already Orthanc's PUT or
         # DELETE, but refusing the faking itself needs no reasoning about what it would do.
-        if METHOD_OVERRIDE_HEADER in headers or METHOD_OVERRIDE_ARGUMENT in (arguments or {}):
+        if METHOD_OVERRIDE_HEADER in headers:
             return Decision(False, f"{method} {uri}: the HTTP method is overridden; refused")
+        path = orthanc_path(uri)
+        if identity.role is Role.SENDER:
+            return self._decide_store(method, uri, path, headers, who)
         if method in READS:
             return Decision(True, f"{method} {uri}: {who} may read")
-        path = orthanc_path(uri)
         node = path == "/ai" or path.startswith("/ai/")
         if node:
             operation = self.routes.operation(method, path)
             reads = operation is not None and not operation.write
             changes = "changes the node" if operation is not None else "is no operation that only reads"
-            csrf_headers: tuple[str, ...] = (CSRF_HEADER,)
         else:
             reads = method == "POST" and _READ_ONLY_POSTS.match(path) is not None
             changes = "changes Orthanc"
-            csrf_headers = ORTHANC_CSRF_HEADERS
         if reads:
-            # Orthanc's searches and downloads keep their same-origin check; /ai/ reads need none.
-            problem = None if node else _cross_origin(headers)
+            # Orthanc's searches and downloads keep their same-site check; /ai/ reads need none.
+            problem = None if node else cross_site(headers)
             if problem:
                 return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
             return Decision(True, f"{method} {uri}: reads, allowed to {who}")
         if identity.role is not Role.ADMIN:
             return Decision(False, f"{method} {uri}: {changes}; {who} may not")
-        if not any(headers.get(name, "").strip() for name in csrf_headers):
-            return Decision(False, f"{method} {uri}: no X-Requested-By header (CSRF check)")
-        problem = _cross_origin(headers)
+        problem = cross_site(headers)
         if problem:
             return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
         return Decision(True, f"{method} {uri}: {who} may change {'the node' if node else 'Orthanc'}")
+
+    @staticmethod
+    def _decide_store(method: str, uri: str, path: str, headers: Mapping[str, str], who: str) -> Decision:
+        if method != "POST" or _STORES.match(path) is None:
+            return Decision(False, f"{method} {uri}: {who} may only store (STOW-RS, POST /instances)")
+        problem = cross_site(headers)
+        if problem:
+            return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
+        return Decision(True, f"{method} {uri}: {who} may store")
+
+
+def cross_site(headers: Mapping[str, str]) -> str | None:
+    """Why a browser sent this request from a page of another site, or as a page load or an
+    image (a faked method), or None if it did not (or if no browser sent it: scripts and
+    DICOMweb clients send none of these headers)."""
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site and fetch_site not in _OWN_SITE:
+        return f"Sec-Fetch-Site is {fetch_site!r}: sent from a page of another site"
+    mode = headers.get("sec-fetch-mode", "").strip().lower()
+    destination = headers.get("sec-fetch-dest", "empty").strip().lower()
+    if mode in _LOADS or destination != "empty":
+        return f"the browser sent it to load {destination!r} ({mode or 'no mode'}), not from a script"
+    if "origin" not in headers and headers.get("user-agent", "").startswith("Mozilla/"):
+        return "a browser sent it without Origin: a page load or an image, not a script"
+    return _cross_origin(headers)
 
 
 def _cross_origin(headers: Mapping[str, str]) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 from node import __version__
 from node.db.config_store import SubjectType
 from node.db.errors import JobNotFoundError, JobStateError
+from node.db.intake_problems import IntakeProblemStore
 from node.db.jobs import WORKER_STATE_PREFIX, Job, JobTrigger
 from node.db.models import JobStatus, WaitStatus
 from node.delivery.queue import DeliveryStore
@@ -53,6 +54,7 @@ class NodeApi:
         self.intake = intake
         self.store = intake.store
         self.deliveries = deliveries or DeliveryStore(intake.store.engine)
+        self.intake_problems = IntakeProblemStore(intake.store.engine)
         self.registry = intake.registry
         self.extra_health = extra_health
         self._all_installed: PipelineRegistry | None = None
@@ -166,14 +168,20 @@ class NodeApi:
         return ApiResponse(200, [job.to_json() for job in jobs])
 
     def health(self) -> ApiResponse:
+        """200 and ``ok``, or 503 and ``unhealthy`` with the ``problems`` in words, so that a
+        monitoring system's plain HTTP check notices (the follower stopped or fell behind)."""
+        extra = dict(self.extra_health())
+        problems = list(extra.pop("problems", []))
         return ApiResponse(
-            200,
+            503 if problems else 200,
             {
-                "status": "ok",
+                "status": "unhealthy" if problems else "ok",
+                "problems": problems,
                 "version": __version__,
                 "pipelines": self.registry.names(),
                 "jobs": self.store.counts_by_status(),
-                **self.extra_health(),
+                "intake_problems": self.intake_problems.counts(),
+                **extra,
             },
         )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.config import Settings
+from node.db.intake_problems import IntakeProblemStore
 from node.delivery.queue import DeliveryStore
 from node.intake.handoff import Intake
 from node.web.access import AccessPolicy, access_routes
@@ -15,6 +16,7 @@ from node.web.console import console_routes
 from node.web.dashboard_api import DashboardApi
 from node.web.destinations_api import DestinationsApi
 from node.web.http import ApiResponse, Request
+from node.web.intake_api import IntakeApi
 from node.web.openapi import build_openapi
 from node.web.operations_api import OperationsApi
 from node.web.routes import Operation, Route, RouteTable, merge
@@ -61,6 +63,7 @@ def build_routes(context: NodeContext) -> RouteTable:
         RuleTester(rules, config, registry, context.intake.summarize).routes(),
         DestinationsApi(config, context.get_json).routes(),
         DashboardApi(context.intake.store, deliveries, waiting).routes(),
+        IntakeApi(IntakeProblemStore(engine), config).routes(),
         console_routes(),
         # here, not merged in by the plugin afterwards, so that openapi.json describes it too
         access_routes(context.access),

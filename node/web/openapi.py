@@ -16,20 +16,20 @@ from typing import Any
 from node import __version__
 from node.web.routes import Operation, Route, RouteTable
 
-WRITE_HEADER = "X-Requested-By"
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"error": {"type": "string"}},
     "required": ["error"],
     "description": "a message an admin can act on; some errors add details, e.g. problems",
 }
-DESCRIPTION = f"""The AI node's own REST API, served by Orthanc under /ai/.
+DESCRIPTION = """The AI node's own REST API, served by Orthanc under /ai/.
 
 Every request authenticates with HTTP basic auth (Orthanc's users). A user has the role
-`viewer` (read operations) or `admin` (everything); each operation says which with
-`x-required-role`. Operations that change something also need the header
-`{WRITE_HEADER}: ai-node` (any non-empty value), and, when the request has an `Origin` header,
-that origin must be the node's own: a browser on another site cannot forge them."""
+`viewer` (read operations), `admin` (everything) or `sender` (may only store studies by
+STOW-RS; nothing here); each operation says which with `x-required-role`. A change sent by a
+browser from a page of another site (`Sec-Fetch-Site: cross-site` or `same-site`, or an
+`Origin` that is not the node's own) is refused; clients that are not browsers need no extra
+header."""
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _BINARY: dict[str, dict[str, Any]] = {
@@ -106,16 +106,6 @@ def _operation(route: Route, operation: Operation, schemas: _Schemas) -> dict[st
         {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
         for name, text in operation.query.items()
     ]
-    if operation.write:
-        parameters.append(
-            {
-                "name": WRITE_HEADER,
-                "in": "header",
-                "required": True,
-                "description": "any non-empty value, e.g. ai-node (proves it is not a cross-site form)",
-                "schema": {"type": "string", "minLength": 1},
-            }
-        )
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     responses: dict[str, Any] = {
         "200": {
@@ -127,7 +117,7 @@ def _operation(route: Route, operation: Operation, schemas: _Schemas) -> dict[st
     }
     if operation.write:
         responses["403"] = {
-            "description": f"not an admin, or the {WRITE_HEADER} header is missing",
+            "description": "not an admin, or sent from a page of another site",
             "content": error,
         }
     document: dict[str, Any] = {

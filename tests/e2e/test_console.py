@@ -271,7 +271,7 @@ def test_a_viewer_sees_no_edit_controls_and_the_api_refuses_their_changes(
             """async (rule) => {
                 const answer = await fetch('/ai/rules', {
                     method: 'POST',
-                    headers: {'Content-Type': 'application/json', 'X-Requested-By': 'ai-node-console'},
+                    headers: {'Content-Type': 'application/json'},
                     body: JSON.stringify({...rule, name: 'from-a-viewer'}),
                 });
                 return answer.status;

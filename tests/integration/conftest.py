@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def node_in(node_components: None, tmp_path: Path):
     """Factory for a node of the test's own, stopped at the end of the test."""
     nodes: list[RunningNode] = []
 
-    def make(**options: float) -> RunningNode:
+    def make(**options: Any) -> RunningNode:
         node = make_node(tmp_path / f"node-{len(nodes)}", **options)
         nodes.append(node)
         return node

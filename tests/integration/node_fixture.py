@@ -3,6 +3,7 @@ subprocess, with its own data folder and free ports."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -50,12 +51,14 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def answers_http(url: str, auth: tuple[str, str] | None = None) -> bool:
-    """Whether ``url`` answers 2xx now (nothing listening, or an error status: not yet)."""
+def answers_http(url: str, auth: tuple[str, str] | None = None, *, also: tuple[int, ...] = ()) -> bool:
+    """Whether ``url`` answers 2xx (or a status in ``also``) now (nothing listening, or another
+    status: not yet)."""
     try:
-        return requests.get(url, auth=auth, timeout=2).ok
+        answer = requests.get(url, auth=auth, timeout=2)
     except requests.RequestException:
         return False
+    return answer.ok or answer.status_code in also
 
 
 @dataclass
@@ -66,12 +69,14 @@ class RunningNode:
     stable_age: float
     lease: float
     workers: int = 1
-    #: create the users before the first start (admin, and a ``viewer`` with the viewer role);
+    #: create the users before the first start (admin, ``viewer`` and ``sender`` with those roles);
     #: False leaves their creation to `ai-node run`, as on a real first start
     prepare_users: bool = True
     process: subprocess.Popen[bytes] | None = None
     #: more settings, merged over the ones above (e.g. {"delivery": {"base_delay": 1}})
     extra_config: dict[str, Any] = field(default_factory=dict)
+    #: more environment for the node's processes (e.g. the fault suite's failpoints)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def credentials_file(self) -> Path:
@@ -89,11 +94,11 @@ class RunningNode:
         return self.credential("viewer")
 
     def session(self, role: str = "admin") -> requests.Session:
-        """A session as ``admin`` or ``viewer``, with the headers the node's clients send."""
+        """A session as ``admin``, ``viewer`` or ``sender`` (users named after their roles), with
+        no header but the one that keeps Orthanc's answers unzipped: what any script sends."""
         session = requests.Session()
-        session.auth = self.admin if role == "admin" else self.viewer
+        session.auth = self.credential(role)
         session.headers["Accept-Encoding"] = "identity"
-        session.headers["X-Requested-By"] = "tests"
         return session
 
     @property
@@ -126,18 +131,22 @@ class RunningNode:
         if self.prepare_users and not self.credentials_file.exists():
             ensure_credentials(self.credentials_file)
             add_user(self.credentials_file, "viewer", Role.VIEWER)
+            add_user(self.credentials_file, "sender", Role.SENDER)
         log = open(self.folder / "node-console.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "node.cli.main", "run", "--config", str(self.config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         log.close()
         wait_until_ready(
             self.process,
             # the node creates the credentials file during start when it was not prepared
             lambda: answers_http(
-                f"{self.url}/ai/health", self.admin if self.credentials_file.exists() else None
+                f"{self.url}/ai/health",
+                self.admin if self.credentials_file.exists() else None,
+                also=(503,),  # up, but unhealthy (e.g. routing behind after a restart)
             ),
             what="the node",
             log=self.console_tail,
@@ -203,6 +212,7 @@ def make_node(
     workers: int = 1,
     prepare_users: bool = True,
     extra_config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningNode:
     folder.mkdir(parents=True, exist_ok=True)
     return RunningNode(
@@ -214,4 +224,5 @@ def make_node(
         workers=workers,
         prepare_users=prepare_users,
         extra_config=extra_config or {},
+        env=env or {},
     )

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from dicomweb_client import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
 
 from node.imaging.series import build_volume
 from node.results.validate import validate_file
@@ -94,6 +96,34 @@ def test_ct_sr_read_by_dcmqi_gives_the_pipeline_volumes(shared_node, ct_processe
     assert expected and volumes.keys() == expected.keys()
     for label, value in expected.items():
         assert volumes[label] == pytest.approx(value, abs=1e-2)
+
+
+def test_a_standard_dicomweb_client_stores_a_study_and_gets_seg_and_sr_back(
+    shared_node: RunningNode, ct_sample: Path, new_study, tmp_path: Path
+) -> None:
+    # A PACS or modality with a sender account: dicomweb-client's STOW-RS, no extra header.
+    study = new_study(ct_sample)
+    datasets = [pydicom.dcmread(path) for path in sorted(study.glob("*.dcm"))]
+    sender = DICOMwebClient(
+        f"{shared_node.url}/dicom-web",
+        session=create_session_from_user_pass(*shared_node.credential("sender")),
+    )
+    answer = sender.store_instances(datasets)
+    # Orthanc's answer may hold an empty FailedSOPSequence
+    assert not answer.get("FailedSOPSequence")
+    assert len(answer.ReferencedSOPSequence) == len(datasets)
+    uid = datasets[0].StudyInstanceUID
+    jobs = shared_node.wait_for_jobs(uid)
+    assert [(job["pipeline_name"], job["status"]) for job in jobs] == [("ct-tissue", "done")], jobs
+    # and a viewer's standard client finds the results beside the images
+    viewer = DICOMwebClient(
+        f"{shared_node.url}/dicom-web",
+        session=create_session_from_user_pass(*shared_node.credential("viewer")),
+    )
+    modalities = sorted(
+        series["00080060"]["Value"][0] for series in viewer.search_for_series(study_instance_uid=uid)
+    )
+    assert modalities == ["CT", "SEG", "SR"]
 
 
 def test_storing_results_starts_no_new_job(shared_node, ct_processed) -> None:

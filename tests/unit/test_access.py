@@ -30,6 +30,7 @@ USERS = Credentials(
         "admin": User("admin", Role.ADMIN, "admin-pw"),
         "ann": User("ann", Role.VIEWER, "viewer-pw"),
         "ai-node": User("ai-node", Role.ADMIN, "service-pw", internal=True),
+        "modality": User("modality", Role.SENDER, "sender-pw"),
     }
 )
 
@@ -60,7 +61,7 @@ def _policy(*, authentication: bool = True) -> AccessPolicy:
 
 
 def _headers(user: str | None = "admin", password: str | None = None, **extra: str) -> dict[str, str]:
-    passwords = {"admin": "admin-pw", "ann": "viewer-pw", "ai-node": "service-pw"}
+    passwords = {"admin": "admin-pw", "ann": "viewer-pw", "ai-node": "service-pw", "modality": "sender-pw"}
     headers = {"host": HOST, **{name.replace("_", "-"): value for name, value in extra.items()}}
     if user is not None:
         secret = password if password is not None else passwords.get(user, "x")
@@ -108,16 +109,38 @@ def test_a_viewer_may_post_to_an_operation_that_only_reads() -> None:
     assert _policy().decide("POST", "/ai/rules/test", _headers("ann")).allowed
 
 
-def test_a_write_without_x_requested_by_is_refused() -> None:
-    decision = _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin"))
+def test_a_script_s_write_needs_no_custom_header() -> None:
+    # curl, a PACS or dicomweb-client: no Origin, no Referer, no Sec-Fetch-* headers
+    assert _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin")).allowed
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "Cross-Site"])
+def test_a_write_a_browser_sends_from_another_site_is_refused(site: str) -> None:
+    decision = _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin", sec_fetch_site=site, **WRITE))
     assert (decision.allowed, decision.reason) == (
         False,
-        "POST /ai/jobs/3/retry: no X-Requested-By header (CSRF check)",
+        f"POST /ai/jobs/3/retry: Sec-Fetch-Site is {site.lower()!r}: "
+        "sent from a page of another site (CSRF check)",
     )
 
 
-def test_a_write_with_an_empty_x_requested_by_is_refused() -> None:
-    assert not _policy().decide("POST", "/ai/jobs/3/retry", _headers("admin", x_requested_by=" ")).allowed
+@pytest.mark.parametrize("site", ["same-origin", "none"])
+def test_a_write_from_the_node_s_own_pages_is_allowed(site: str) -> None:
+    headers = _headers("admin", sec_fetch_site=site, origin=f"http://{HOST}")
+    assert _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+def test_a_cross_site_form_post_is_refused_even_if_the_browser_sends_no_sec_fetch_site() -> None:
+    # browsers send Origin on every cross-origin POST, forms included
+    headers = _headers(
+        "admin", origin="http://evil.example", content_type="application/x-www-form-urlencoded"
+    )
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+def test_a_same_origin_sec_fetch_site_does_not_excuse_a_foreign_origin() -> None:
+    headers = _headers("admin", sec_fetch_site="same-origin", origin="http://evil.example")
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
 
 
 def test_a_write_from_a_foreign_origin_is_refused() -> None:
@@ -184,24 +207,18 @@ def test_a_viewer_may_search_and_download_from_orthanc(path: str) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), [("DELETE", "/studies/abc"), ("POST", "/instances")])
-def test_an_admin_change_to_orthanc_needs_x_requested_by(method: str, path: str) -> None:
-    decision = _policy().decide(method, path, _headers("admin"))
-    assert (decision.allowed, decision.reason) == (
-        False,
-        f"{method} {path}: no X-Requested-By header (CSRF check)",
-    )
-    assert _policy().decide(method, path, _headers("admin", **WRITE)).allowed
+def test_an_admin_change_to_orthanc_from_a_page_elsewhere_is_refused(method: str, path: str) -> None:
+    decision = _policy().decide(method, path, _headers("admin", sec_fetch_site="cross-site"))
+    assert not decision.allowed
+    assert _policy().decide(method, path, _headers("admin")).allowed
+    # Orthanc Explorer, on the node's own origin
+    explorer = _headers("admin", sec_fetch_site="same-origin", origin=f"http://{HOST}")
+    assert _policy().decide(method, path, explorer).allowed
 
 
-def test_orthanc_explorer_s_x_requested_with_passes_the_check_on_orthanc_s_api_only() -> None:
-    # jQuery sends it on Orthanc Explorer's own writes; the /ai/ contract stays X-Requested-By.
-    headers = _headers("admin", x_requested_with="XMLHttpRequest")
-    assert _policy().decide("DELETE", "/studies/abc", headers).allowed
-    assert not _policy().decide("DELETE", "/ai/rules/ct", headers).allowed
-
-
-def test_a_viewer_s_search_of_orthanc_needs_no_x_requested_by() -> None:
-    assert _policy().decide("POST", "/tools/find", _headers("ann")).allowed
+def test_a_download_from_orthanc_triggered_by_a_page_elsewhere_is_refused() -> None:
+    headers = _headers("ann", sec_fetch_site="cross-site")
+    assert not _policy().decide("POST", "/studies/abc/archive", headers).allowed
 
 
 def test_an_admin_change_to_orthanc_from_a_foreign_origin_is_refused() -> None:
@@ -211,10 +228,54 @@ def test_an_admin_change_to_orthanc_from_a_foreign_origin_is_refused() -> None:
 
 def test_without_authentication_everyone_is_an_admin_but_csrf_checks_stay() -> None:
     policy = _policy(authentication=False)
-    assert policy.decide("DELETE", "/studies/abc", {"host": HOST, "x-requested-by": "x"}).allowed
-    assert not policy.decide("DELETE", "/studies/abc", {"host": HOST}).allowed
-    assert policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST, "x-requested-by": "x"}).allowed
-    assert not policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST}).allowed
+    elsewhere = {"host": HOST, "sec-fetch-site": "cross-site"}
+    assert policy.decide("DELETE", "/studies/abc", {"host": HOST}).allowed
+    assert not policy.decide("DELETE", "/studies/abc", elsewhere).allowed
+    assert policy.decide("POST", "/ai/jobs/3/retry", {"host": HOST}).allowed
+    assert not policy.decide("POST", "/ai/jobs/3/retry", elsewhere).allowed
+
+
+# A sender stores and does nothing else.
+
+
+@pytest.mark.parametrize(
+    "path", ["/dicom-web/studies", "/dicom-web/studies/1.2.3", "/instances", "/instances/"]
+)
+def test_a_sender_may_store(path: str) -> None:
+    decision = _policy().decide("POST", path, _headers("modality"))
+    assert (decision.allowed, decision.reason) == (True, f"POST {path}: user modality (sender) may store")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/ai/jobs"),
+        ("GET", "/dicom-web/studies"),
+        ("GET", "/studies"),
+        ("HEAD", "/ai/me"),
+        ("POST", "/tools/find"),
+        ("POST", "/ai/rules/test"),
+        ("POST", "/ai/jobs/3/retry"),
+        ("DELETE", "/studies/abc"),
+        ("PUT", "/dicom-web/studies"),
+        ("POST", "/dicom-web/studies/1.2.3/series"),
+        ("POST", "/modalities/pacs/store"),
+    ],
+)
+def test_a_sender_may_do_nothing_else(method: str, path: str) -> None:
+    decision = _policy().decide(method, path, _headers("modality"))
+    assert (decision.allowed, decision.reason) == (
+        False,
+        f"{method} {path}: user modality (sender) may only store (STOW-RS, POST /instances)",
+    )
+
+
+def test_a_sender_s_store_from_a_page_elsewhere_is_refused() -> None:
+    assert (
+        not _policy()
+        .decide("POST", "/dicom-web/studies", _headers("modality", origin="http://evil.example"))
+        .allowed
+    )
 
 
 # Paths as Orthanc routes them: the filter must not miss an operation Orthanc will call.
@@ -239,7 +300,7 @@ def test_a_viewer_may_not_change_the_node_through_any_spelling_of_a_path(method:
 
 @pytest.mark.parametrize("path", ["/ai/rules/ct/", "/ai/rules//ct", "/ai/no-such-route", "/ai/rules%2Fct"])
 def test_an_admin_write_to_any_spelling_of_an_ai_path_needs_the_csrf_checks(path: str) -> None:
-    assert not _policy().decide("DELETE", path, _headers("admin")).allowed
+    assert not _policy().decide("DELETE", path, _headers("admin", sec_fetch_site="cross-site")).allowed
     foreign = _headers("admin", origin="http://evil.example", **WRITE)
     assert not _policy().decide("DELETE", path, foreign).allowed
     assert _policy().decide("DELETE", path, _headers("admin", **WRITE)).allowed
@@ -257,7 +318,7 @@ def test_the_reported_trailing_slash_bypass_is_closed() -> None:
 @pytest.mark.parametrize("path", ["/AI/rules/ct", "/Studies/abc", "/studies/abc/"])
 def test_other_spellings_of_orthanc_paths_are_changes_to_orthanc(path: str) -> None:
     assert not _policy().decide("DELETE", path, _headers("ann", **WRITE)).allowed
-    assert not _policy().decide("DELETE", path, _headers("admin")).allowed
+    assert not _policy().decide("DELETE", path, _headers("admin", origin="http://evil.example")).allowed
 
 
 @pytest.mark.parametrize("path", ["/ai/rules/test/", "/tools/find/", "/studies/abc/archive/"])
@@ -270,36 +331,69 @@ def test_the_route_table_finds_a_path_with_a_trailing_slash() -> None:
     assert found is not None and found[0].path == "/ai/rules/{name}" and found[1] == ("ct",)
 
 
-# Orthanc's method faking: ?_method= on a GET, X-HTTP-Method-Override on anything.
+# Orthanc's method faking: ?_method= on a GET, X-HTTP-Method-Override on anything. The filter
+# gets the faked method and, for anything but a GET, no query arguments: it sees a DELETE with
+# the headers the browser sent for its GET.
 
-
-@pytest.mark.parametrize("method", ["DELETE", "PUT", "GET"])
-@pytest.mark.parametrize("user", ["admin", "ann"])
-def test_a_method_faked_with_the_query_is_refused(method: str, user: str) -> None:
-    # Orthanc hands the filter the faked method and the GET arguments, _method included.
-    arguments = {"_method": method.lower()}
-    decision = _policy().decide(method, "/studies/abc", _headers(user, **WRITE), arguments)
-    assert (decision.allowed, decision.reason) == (
-        False,
-        f"{method} /studies/abc: the HTTP method is overridden; refused",
-    )
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PUT", "POST", "GET"])
 def test_a_method_faked_with_a_header_is_refused(method: str) -> None:
     headers = _headers("admin", x_http_method_override="DELETE", **WRITE)
-    assert not _policy().decide(method, "/ai/rules/ct", headers).allowed
+    decision = _policy().decide(method, "/ai/rules/ct", headers)
+    assert (decision.allowed, decision.reason) == (
+        False,
+        f"{method} /ai/rules/ct: the HTTP method is overridden; refused",
+    )
 
 
-def test_a_cross_site_image_cannot_delete_a_study() -> None:
-    # <img src=".../studies/abc?_method=delete" referrerpolicy="no-referrer">: no Origin, no
-    # Referer, no X-Requested-By, only the browser's saved basic-auth credentials.
-    assert not _policy().decide("DELETE", "/studies/abc", _headers("admin"), {"_method": "delete"}).allowed
-    assert not _policy().decide("DELETE", "/studies/abc", _headers("admin")).allowed
+@pytest.mark.parametrize(
+    ("browser", "reason"),
+    [
+        # <img src="https://node/studies/abc?_method=delete"> on a page of another site
+        (
+            {"sec_fetch_site": "cross-site", "sec_fetch_mode": "no-cors", "sec_fetch_dest": "image"},
+            "Sec-Fetch-Site is 'cross-site': sent from a page of another site",
+        ),
+        # the same link or image on a page of the node's own site (e.g. shown in a viewer)
+        (
+            {"sec_fetch_site": "same-origin", "sec_fetch_mode": "no-cors", "sec_fetch_dest": "image"},
+            "the browser sent it to load 'image' (no-cors), not from a script",
+        ),
+        (
+            {"sec_fetch_site": "same-origin", "sec_fetch_mode": "navigate", "sec_fetch_dest": "document"},
+            "the browser sent it to load 'document' (navigate), not from a script",
+        ),
+        # a browser from before Sec-Fetch-*, the image with referrerpolicy="no-referrer"
+        ({}, "a browser sent it without Origin: a page load or an image, not a script"),
+    ],
+)
+def test_a_method_faked_by_a_browser_s_image_or_link_is_refused(browser: dict[str, str], reason: str) -> None:
+    headers = _headers("admin", user_agent=FIREFOX, accept="image/avif,image/webp,*/*", **browser)
+    decision = _policy().decide("DELETE", "/studies/abc", headers)
+    assert (decision.allowed, decision.reason) == (False, f"DELETE /studies/abc: {reason} (CSRF check)")
 
 
-def test_other_query_arguments_are_no_faking() -> None:
-    assert _policy().decide("GET", "/studies/abc", _headers("ann"), {"expand": "true"}).allowed
+def test_a_page_s_own_script_may_still_delete() -> None:
+    headers = _headers(
+        "admin",
+        user_agent=FIREFOX,
+        origin=f"http://{HOST}",
+        sec_fetch_site="same-origin",
+        sec_fetch_mode="cors",
+        sec_fetch_dest="empty",
+    )
+    assert _policy().decide("DELETE", "/studies/abc", headers).allowed
+
+
+def test_a_script_s_delete_is_no_faking() -> None:
+    assert _policy().decide("DELETE", "/studies/abc", _headers("admin", user_agent="curl/7.88.1")).allowed
+
+
+def test_a_viewer_s_image_load_is_a_read() -> None:
+    headers = _headers("ann", user_agent=FIREFOX, sec_fetch_mode="no-cors", sec_fetch_dest="image")
+    assert _policy().decide("GET", "/instances/abc/preview", headers).allowed
 
 
 @pytest.mark.parametrize(

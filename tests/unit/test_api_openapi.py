@@ -41,10 +41,10 @@ def test_every_operation_of_the_table_is_documented_with_its_role(
     assert {(path, method) for path, item in document["paths"].items() for method in item} == declared
 
 
-def test_path_query_and_csrf_header_parameters_are_declared(document: dict[str, Any]) -> None:
+def test_path_and_query_parameters_are_declared_and_no_custom_header(document: dict[str, Any]) -> None:
     retry = document["paths"]["/ai/deliveries/{delivery_id}/retry"]["post"]
     names = {(p["in"], p["name"]) for p in retry["parameters"]}
-    assert names == {("path", "delivery_id"), ("header", "X-Requested-By")}
+    assert names == {("path", "delivery_id")}
     listing = document["paths"]["/ai/deliveries"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {"status", "limit", "offset"}
 
@@ -56,7 +56,7 @@ def test_basic_auth_is_the_security_scheme(document: dict[str, Any]) -> None:
         "description": "an Orthanc user",
     }
     assert document["security"] == [{"basic": []}]
-    assert "X-Requested-By" in document["info"]["description"]
+    assert "Sec-Fetch-Site" in document["info"]["description"]
 
 
 def test_rule_and_destination_schemas_come_from_the_models(document: dict[str, Any]) -> None:
@@ -79,7 +79,7 @@ def test_me_is_in_the_table_and_the_document(node: ApiNode, document: dict[str, 
     me = document["paths"]["/ai/me"]["get"]
     assert me["x-required-role"] == "viewer"
     schema = me["responses"]["200"]["content"]["application/json"]["schema"]
-    assert schema["properties"]["role"]["enum"] == ["admin", "viewer"]
+    assert schema["properties"]["role"]["enum"] == ["admin", "viewer", "sender"]
     # built without an access policy (as without authentication): the anonymous admin
     answer = node.call("GET", "/ai/me")
     assert (answer.status, answer.body) == (200, {"user": "anonymous", "role": "admin"})

@@ -387,6 +387,9 @@ class OfflineWorker(Worker):
     def fetch_input(self, job, pipeline):  # noqa: ARG002 - same signature as Worker's
         return list(self.series)
 
+    def study_in_orthanc(self, job) -> bool:  # noqa: ARG002 - same signature as Worker's
+        return True
+
 
 @pytest.fixture
 def third_party(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -449,6 +452,21 @@ def test_a_failing_pipeline_fails_only_its_job_and_the_worker_takes_the_next(
     assert done.status == "done"
     assert done.result["segments"][0]["label"] == "Bone"
     assert [ds.Modality for ds in worker.destination.kept] == ["SEG"]
+
+
+def test_the_results_of_a_study_deleted_while_its_job_ran_go_nowhere(tmp_path, third_party, ct_series):
+    worker = worker_for(tmp_path, ct_series)
+    worker.study_in_orthanc = lambda job: False  # type: ignore[method-assign]
+    job = enqueue(worker.store, "example-bone", "0.1.0")
+
+    assert worker.run_one()
+
+    failed = worker.store.get(job)
+    assert (failed.status, failed.error) == (
+        "failed",
+        "the study was deleted from Orthanc while the job ran; its results were not stored or sent anywhere",
+    )
+    assert worker.destination.kept == []
 
 
 def test_a_worker_loads_a_model_once_for_two_jobs(tmp_path, third_party, ct_series):

@@ -1,5 +1,6 @@
 // The node's REST API (/ai/...) and Orthanc's, on the console's own origin. The browser sends
-// the basic-auth credentials it logged in with; every write carries X-Requested-By (CSRF check).
+// the basic-auth credentials it logged in with, and Origin and Sec-Fetch-Site, which tell the
+// node's CSRF check that the page is its own (node/web/access.py).
 
 /** Where Orthanc's REST API starts: the console lives at <root>/ai/ui/. */
 export const ROOT = window.location.pathname.replace(/\/ai\/ui(\/.*)?$/, '');
@@ -14,15 +15,12 @@ export class ApiError extends Error {
   }
 }
 
-const READS = new Set(['GET', 'HEAD']);
-
 export async function request(method, path, {query, body, contentType, accept} = {}) {
   const url = new URL(ROOT + path, window.location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
   }
   const headers = {Accept: accept || 'application/json'};
-  if (!READS.has(method)) headers['X-Requested-By'] = 'ai-node-console';
   const init = {method, headers, credentials: 'same-origin'};
   if (body !== undefined) {
     if (body instanceof FormData) {

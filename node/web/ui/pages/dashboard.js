@@ -1,6 +1,6 @@
-// Dashboard: queue depth, jobs and deliveries per status, recent failures.
-import {get} from '../api.js';
-import {add, badge, empty, errorBox, fill, h, heading, table, when} from '../dom.js';
+// Dashboard: queue depth, jobs and deliveries per status, recent failures, studies set aside.
+import {get, post} from '../api.js';
+import {add, announce, badge, empty, errorBox, fill, h, heading, table, when} from '../dom.js';
 import {every} from './refresh.js';
 
 const JOB_STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'];
@@ -24,15 +24,61 @@ function counts(title, values, order, link) {
   );
 }
 
-export async function dashboardPage(main) {
+// Studies routing could not handle (deleted, a UID too long, Orthanc or the database busy):
+// set aside so later studies go on, each with its reason and, for an admin, a Retry.
+function setAside(problems, context, reload) {
+  return h(
+    'section',
+    {class: 'card wide', 'aria-label': 'Studies set aside'},
+    h('h2', {}, 'Studies set aside by routing'),
+    problems.length === 0
+      ? empty('None: every study that arrived was routed.')
+      : table(
+          ['Last failure', 'Study', 'Status', 'Attempts', 'Next attempt', 'Reason', ''],
+          problems.map((problem) => [
+            when(problem.last_failed_at),
+            h('span', {class: 'uid'}, problem.study_instance_uid || `Orthanc ${problem.orthanc_study_id}`),
+            badge(problem.status),
+            String(problem.attempts),
+            when(problem.next_attempt_at),
+            h('span', {class: 'error-text'}, problem.reason),
+            context.canWrite
+              ? h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'edit',
+                    'aria-label': `Retry routing study ${problem.study_instance_uid || problem.orthanc_study_id}`,
+                    onclick: async (event) => {
+                      event.target.disabled = true;
+                      try {
+                        await post(`/ai/intake/problems/${problem.id}/retry`);
+                        announce('The study will be routed again within a second.');
+                      } catch (error) {
+                        announce(error.message, 'error');
+                      }
+                      reload();
+                    },
+                  },
+                  'Retry',
+                )
+              : '',
+          ]),
+          'Studies set aside by routing',
+        ),
+  );
+}
+
+export async function dashboardPage(main, params, context) {
   const body = h('div', {class: 'dashboard'});
   const updated = h('p', {class: 'muted small', 'aria-live': 'off'});
   add(main, heading('Dashboard', updated), body);
 
   const load = async () => {
     let data;
+    let problems;
     try {
-      data = await get('/ai/dashboard');
+      [data, problems] = await Promise.all([get('/ai/dashboard'), get('/ai/intake/problems')]);
     } catch (error) {
       fill(body, errorBox(error));
       return;
@@ -67,6 +113,7 @@ export async function dashboardPage(main) {
               'Recent failures',
             ),
       ),
+      setAside(problems, context, load),
     );
   };
   return every(5, load);

@@ -1,7 +1,8 @@
-"""When a failed delivery is tried again: exponential backoff, capped.
+"""When something that failed is tried again (a delivery, a study's routing): exponential
+backoff, capped.
 
-A pure function of the attempt count, so the schedule is the same in every worker and after a
-restart; the delivery step stores ``attempts`` and computes its next try from it.
+A pure function of the attempt count, so the schedule is the same in every process and after a
+restart; the caller stores ``attempts`` and computes its next try from it.
 """
 
 from __future__ import annotations
