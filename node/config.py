@@ -220,6 +220,9 @@ class Settings(_Strict):
     data_dir: Path = Path("var")
     #: SQLAlchemy URL of the job database; default: a SQLite file in data_dir
     database_url: str | None = None
+    #: the key that encrypts destinations' passwords and tokens in the job database; created on
+    #: first use; default: DATA_DIR/secrets.key. Every host sharing a database needs the same.
+    secrets_key_file: Path | None = None
     orthanc: OrthancSettings = OrthancSettings()
     worker: WorkerSettings = WorkerSettings()
     #: pipelines to enable by name (None: every registered pipeline)
@@ -244,6 +247,12 @@ class Settings(_Strict):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'jobs.sqlite'}"
+
+    @property
+    def resolved_secrets_key_file(self) -> Path:
+        if self.secrets_key_file is not None:
+            return self.secrets_key_file.expanduser().resolve()
+        return self.resolved_data_dir / "secrets.key"
 
     def for_pipeline(self, name: str) -> PipelineSettings:
         return self.pipeline_settings.get(name, PipelineSettings())

@@ -21,8 +21,10 @@ sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
+from node.db.config_store import ConfigStore  # noqa: E402
 from node.db.database import create_engine_for, migrate  # noqa: E402
 from node.db.jobs import JobStore  # noqa: E402
+from node.db.secrets import SecretBox  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
 from node.intake.changes import ChangeFollower  # noqa: E402
 from node.intake.handoff import Intake  # noqa: E402
@@ -66,8 +68,16 @@ class _Plugin:
         url = self.settings.resolved_database_url
         migrate(url)
         self.store = JobStore(create_engine_for(url))
+        config = ConfigStore(
+            self.store.engine, secrets=SecretBox.from_key_file(self.settings.resolved_secrets_key_file)
+        )
+        sealed = config.seal_clear_secrets()
+        if sealed:
+            log.info("encrypted the stored secrets of destinations %s", ", ".join(sealed))
         registry = PipelineRegistry.from_settings(self.settings)
-        self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
+        self.intake = Intake(
+            self.store, registry, lambda study_id: summarize_study(_get_json, study_id), config=config
+        )
         self.intake.seed_default_rule()
         credentials = CredentialsFile(credentials_path(self.settings))
         # The policy reads the route table, and the table's /ai/me asks the policy: the table
@@ -210,9 +220,10 @@ def _callback(route):
         )
         try:
             response = operation.handler(call)
-        except Exception as error:  # a REST call must never take Orthanc's HTTP thread down
+        except Exception:  # a REST call must never take Orthanc's HTTP thread down
             log.exception("REST %s %s failed", method, uri)
-            response = ApiResponse(503, {"error": f"the AI node could not answer: {error}"})
+            # not the exception's text: a database error quotes its statement, an OS error a path
+            response = ApiResponse(503, {"error": "the AI node could not answer; see Orthanc's log"})
         _answer(output, route, response)
 
     return callback

@@ -30,6 +30,7 @@ from node.credentials import (
 )
 from node.errors import ConfigurationError, NodeError
 from node.logs import ContextFormatter
+from node.private import use_private_umask
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -258,6 +259,9 @@ def _add_users_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the node and the processes it starts create (Orthanc's storage, the job
+    # database, logs, keys) is readable by this account only.
+    use_private_umask()
     parser = argparse.ArgumentParser(prog="ai-node", description="AI node for Orthanc")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, handler, help_text in (

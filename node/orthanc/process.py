@@ -24,6 +24,7 @@ from node.config import Settings, dump_settings
 from node.credentials import Credentials, credentials_path, ensure_credentials, service_auth
 from node.errors import OrthancError
 from node.orthanc.ports import require_free_ports
+from node.private import make_private_dir, restrict, write_private
 
 log = logging.getLogger(__name__)
 
@@ -82,29 +83,24 @@ def render_orthanc_config(settings: Settings, credentials: Credentials) -> dict[
 
 
 def write_runtime_files(settings: Settings) -> dict[str, Path]:
-    """Write Orthanc's configuration and the node's resolved settings into the data folder."""
+    """Write Orthanc's configuration and the node's resolved settings into the data folder,
+    all readable by the node's account only (see :mod:`node.private`)."""
     paths = runtime_paths(settings)
+    make_private_dir(paths["data"])
     for key in ("storage", "index", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     resolved = settings.model_copy(update={"data_dir": paths["data"]})
-    paths["node_config"].write_text(dump_settings(resolved))
+    # it may hold a PostgreSQL password (database_url)
+    write_private(paths["node_config"], dump_settings(resolved))
+    restrict(paths["credentials"])
     credentials, admin = ensure_credentials(paths["credentials"])
     if admin is not None:
         # `ai-node run`/`start` create the file first and print the password; reaching this
         # means the node was started some other way, so say where the password is.
         log.warning("created the node's users; the admin password is in %s", paths["credentials"])
-    _write_private(
-        paths["orthanc_config"], json.dumps(render_orthanc_config(settings, credentials), indent=2)
-    )
+    # Orthanc's configuration holds the users' passwords
+    write_private(paths["orthanc_config"], json.dumps(render_orthanc_config(settings, credentials), indent=2))
     return paths
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only the node's OS user can read (Orthanc's configuration holds passwords)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
 
 
 class OrthancProcess:
