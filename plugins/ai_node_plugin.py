@@ -5,6 +5,8 @@
 - REST routes under /ai/ are answered by node.web.api.
 - Every HTTP request passes the incoming-request filter: after Orthanc's basic-auth check,
   node.web.access decides by role (admin, viewer) and CSRF checks; a refusal is a 403.
+- With orthanc.max_storage_size, an incoming C-STORE filter refuses instances past the cap
+  (node.orthanc.storage_cap) rather than letting Orthanc delete old patients.
 Models never run in Orthanc's process: workers claim the queued jobs.
 """
 
@@ -29,6 +31,7 @@ from node.errors import OrthancError  # noqa: E402
 from node.intake.changes import ChangeFollower  # noqa: E402
 from node.intake.handoff import Intake  # noqa: E402
 from node.logs import ContextFormatter  # noqa: E402
+from node.orthanc import storage_cap  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
 from node.pipeline.registry import PipelineRegistry  # noqa: E402
 from node.web.access import AccessPolicy, basic_credentials  # noqa: E402
@@ -67,7 +70,7 @@ class _Plugin:
         logging.getLogger("node").setLevel(self.settings.log_level)
         url = self.settings.resolved_database_url
         migrate(url)
-        self.store = JobStore(create_engine_for(url))
+        self.store = JobStore(create_engine_for(url), max_queued_jobs=self.settings.worker.max_queued_jobs)
         config = ConfigStore(
             self.store.engine, secrets=SecretBox.from_key_file(self.settings.resolved_secrets_key_file)
         )
@@ -78,6 +81,8 @@ class _Plugin:
         self.intake = Intake(
             self.store, registry, lambda study_id: summarize_study(_get_json, study_id), config=config
         )
+        cap = self.settings.orthanc.max_storage_size
+        self.storage = None if cap is None else storage_cap.StorageCap(int(cap), _get_json)
         self.intake.seed_default_rule()
         credentials = CredentialsFile(credentials_path(self.settings))
         # The policy reads the route table, and the table's /ai/me asks the policy: the table
@@ -103,6 +108,7 @@ class _Plugin:
     def _health_extra(self):
         return {
             "orthanc": {"aet": self.settings.orthanc.aet, "dicom_port": self.settings.orthanc.dicom_port},
+            "storage": None if self.storage is None else self.storage.state().to_json(),
             "change_cursor": None if self.follower is None else self.follower.cursor,
             "follower_alive": bool(self.thread and self.thread.is_alive()),
         }
@@ -132,6 +138,32 @@ class _Plugin:
     def start_following(self):
         self.thread = threading.Thread(target=self._follow, name="ai-node-changes", daemon=True)
         self.thread.start()
+        if self.storage is not None:
+            threading.Thread(target=self._measure_storage, name="ai-node-storage", daemon=True).start()
+
+    def _measure_storage(self):
+        # Orthanc's REST API may not be called from the C-STORE filter itself: measured here
+        while not self.stopping.is_set():
+            try:
+                refused = self.storage.measure()
+            except (OrthancError, KeyError, ValueError):
+                log.exception("reading Orthanc's storage size failed; retrying")
+            else:
+                if refused:  # logged here, once a reading, rather than once an instance
+                    log.warning(
+                        "refused %s C-STORE instance(s): Orthanc's storage is at "
+                        "orthanc.max_storage_size (%s bytes); nothing is deleted to make room",
+                        refused,
+                        self.storage.cap,
+                        extra={"action": "store"},
+                    )
+            self.stopping.wait(storage_cap.MEASURE_EVERY_S)
+
+    def filter_store(self, received_dicom):
+        """Orthanc's incoming C-STORE filter: 0 stores, a DIMSE status refuses."""
+        if self.storage.admits(received_dicom.GetInstanceSize()):
+            return 0
+        return storage_cap.STATUS_REFUSED_OUT_OF_RESOURCES
 
     def _follow(self):
         stable_age = self.settings.orthanc.stable_age
@@ -240,6 +272,8 @@ _METHODS = {
 _plugin = _Plugin()
 orthanc.RegisterOnChangeCallback(_plugin.on_change)
 orthanc.RegisterIncomingHttpRequestFilter(_plugin.allows)
+if _plugin.storage is not None:
+    orthanc.RegisterIncomingCStoreInstanceFilter(_plugin.filter_store)
 # Orthanc takes the first registered pattern that matches: literal paths before parameters.
 for _route in sorted(_plugin.routes, key=lambda route: (len(route.parameters), route.path)):
     orthanc.RegisterRestCallback(_route.pattern, _callback(_route))

@@ -173,6 +173,8 @@ class NodeApi:
                 "version": __version__,
                 "pipelines": self.registry.names(),
                 "jobs": self.store.counts_by_status(),
+                # full: new studies wait in Orthanc until workers make room (worker.max_queued_jobs)
+                "queue": self.store.queue_room().to_json(),
                 **self.extra_health(),
             },
         )

@@ -50,10 +50,10 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def answers_http(url: str, auth: tuple[str, str] | None = None) -> bool:
+def answers_http(url: str, auth: tuple[str, str] | None = None, verify: str | bool = True) -> bool:
     """Whether ``url`` answers 2xx now (nothing listening, or an error status: not yet)."""
     try:
-        return requests.get(url, auth=auth, timeout=2).ok
+        return requests.get(url, auth=auth, timeout=2, verify=verify).ok
     except requests.RequestException:
         return False
 
@@ -91,6 +91,8 @@ class RunningNode:
     def session(self, role: str = "admin") -> requests.Session:
         """A session as ``admin`` or ``viewer``, with the headers the node's clients send."""
         session = requests.Session()
+        session.verify = self.trust
+        session.trust_env = False  # else $REQUESTS_CA_BUNDLE overrides verify (psf/requests#3829)
         session.auth = self.admin if role == "admin" else self.viewer
         session.headers["Accept-Encoding"] = "identity"
         session.headers["X-Requested-By"] = "tests"
@@ -101,23 +103,41 @@ class RunningNode:
         return self.folder / "ai-node.yaml"
 
     @property
+    def https_certificate(self) -> str | None:
+        https = self.extra_config.get("orthanc", {}).get("https")
+        return None if https is None else str(https["certificate"])
+
+    @property
+    def trust(self) -> str | bool:
+        """requests' ``verify`` for this node: its own certificate when it serves HTTPS."""
+        return self.https_certificate or True
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.https_certificate is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def client(self) -> OrthancClient:
-        return OrthancClient(self.url, auth=self.admin)
+        return OrthancClient(self.url, auth=self.admin, verify=self.trust)
 
     def write_config(self) -> None:
+        extra = dict(self.extra_config)
         config = {
             "data_dir": str(self.folder / "var"),
             "orthanc": {
                 "http_port": self.http_port,
                 "dicom_port": self.dicom_port,
                 "stable_age": self.stable_age,
+                **extra.pop("orthanc", {}),
             },
-            "worker": {"count": self.workers, "lease": self.lease, "poll_interval": 0.2},
-            **self.extra_config,
+            "worker": {
+                "count": self.workers,
+                "lease": self.lease,
+                "poll_interval": 0.2,
+                **extra.pop("worker", {}),
+            },
+            **extra,
         }
         self.config_file.write_text(yaml.safe_dump(config))
 
@@ -137,7 +157,7 @@ class RunningNode:
             self.process,
             # the node creates the credentials file during start when it was not prepared
             lambda: answers_http(
-                f"{self.url}/ai/health", self.admin if self.credentials_file.exists() else None
+                f"{self.url}/ai/health", self.admin if self.credentials_file.exists() else None, self.trust
             ),
             what="the node",
             log=self.console_tail,
