@@ -84,7 +84,10 @@ def test_finish_refuses_a_row_another_worker_took_over(engine: Engine, job_id: i
         engine.begin() as connection,
         pytest.raises(
             LeaseLostError,
-            match=f"^worker 'w1' no longer holds job {job_id}: worker 'w2' took it over after the lease expired$",
+            match=(
+                f"^worker 'w1' no longer holds job {job_id}: "
+                "worker 'w2' took it over after the lease expired$"
+            ),
         ),
     ):
         LEASED_JOBS.finish(connection, job_id, "w1", NOW, status=JobStatus.DONE)
