@@ -8,10 +8,11 @@ STUDY ?= ct
 # the sample data (a head CT and a T1 brain MR), venv, iproute2 (`ss` names what holds a busy
 # port), PostgreSQL (the job database for many workers; its tests start a throwaway cluster),
 # Chromium (the browser tests drive OHIF in it, headless, through Playwright), PixelMed with a
-# JRE (the second SR validator) and DejaVu fonts (text burned into secondary captures).
+# JRE (the second SR validator), DejaVu fonts (text burned into secondary captures) and gcc
+# (builds, once, the library Orthanc's HTTPS needs on Debian 12: node/orthanc/civetweb_tls.py).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
                 python3-venv python3-dev postgresql iproute2 chromium \
-                pixelmed-apps default-jre-headless fonts-dejavu-core
+                pixelmed-apps default-jre-headless fonts-dejavu-core gcc
 # Tools that may come from elsewhere than Debian (e.g. NodeSource's nodejs bundles npm and
 # conflicts with Debian's npm package): installed from Debian only when the command is missing.
 APT_COMMANDS := npm:npm

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from node.errors import ConfigurationError
 
@@ -45,6 +53,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HttpsSettings(_Strict):
+    """HTTPS on the node's HTTP port (Orthanc's ``SslEnabled``); ``ai-node tls self-signed``
+    makes a pair for a first run."""
+
+    #: the server's certificate, PEM (a chain: the server's own first); the node's own clients
+    #: connect to 127.0.0.1, so it must name IP 127.0.0.1 (the self-signed one does)
+    certificate: Path
+    #: its private key, PEM, unencrypted; keep it readable by the node's account only
+    private_key: Path
+    #: what the node's own clients (workers, CLI, viewer) trust; default: the certificate
+    #: itself, which is right for a self-signed one; give the CA's file for a CA-signed one
+    trusted_certificates: Path | None = None
+
+
+class DicomTlsSettings(_Strict):
+    """DICOM TLS on the DICOM port (PS3.15 B.1; Orthanc's ``DicomTls*``): every association
+    must then use TLS."""
+
+    certificate: Path
+    private_key: Path
+    #: certificates of the modalities (or their CAs) that may connect; Orthanc 1.10 needs it
+    trusted_certificates: Path
+    #: refuse a caller without a certificate signed by ``trusted_certificates``
+    remote_certificate_required: bool = True
+
+
+class AllowedCaller(_Strict):
+    """A modality allowed to store into the node (``orthanc.allowed_callers``)."""
+
+    #: its Calling AE Title
+    ae_title: AETitle
+    #: its address; when every caller has one, Orthanc also checks it (DicomCheckModalityHost)
+    host: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+
+
 class OrthancSettings(_Strict):
     """How the node runs its Orthanc."""
 
@@ -56,15 +99,45 @@ class OrthancSettings(_Strict):
     stable_age: timedelta = timedelta(seconds=10)
     #: serve Orthanc's HTTP (REST, DICOMweb, /ai/) to other hosts; off by default so that a
     #: new node is reachable from this machine only until its admin decides otherwise. DICOM is
-    #: always open to the network.
+    #: always open to the network. Refused together with ``authentication: false``.
     http_remote_access: bool = False
     #: Orthanc's basic authentication with the users of ``DATA_DIR/credentials.json``; turn it
-    #: off only behind an authenticating reverse proxy (the admin/viewer roles then no longer
-    #: apply: every request is treated as an admin's, CSRF checks stay on)
+    #: off only behind an authenticating reverse proxy on this machine (the admin/viewer roles
+    #: then no longer apply: every request is treated as an admin's, CSRF checks stay on)
     authentication: bool = True
     plugin_folder: Path = Path("/usr/share/orthanc/plugins")
     #: seconds to wait for Orthanc to answer after start
     start_timeout: timedelta = timedelta(seconds=60)
+    #: HTTPS instead of HTTP on ``http_port``
+    https: HttpsSettings | None = None
+    #: DICOM TLS instead of plain DICOM on ``dicom_port``
+    dicom_tls: DicomTlsSettings | None = None
+    #: only these modalities may store (C-STORE); None: any
+    allowed_callers: list[AllowedCaller] | None = None
+    #: C-STOREs are refused (status A700, out of resources) once Orthanc's storage holds this
+    #: much, e.g. ``500GB``; nothing is ever deleted to make room. None: no limit
+    max_storage_size: ByteSize | None = None
+
+    @model_validator(mode="after")
+    def _no_open_remote_access(self) -> OrthancSettings:
+        if self.http_remote_access and not self.authentication:
+            raise ValueError(
+                "http_remote_access: true with authentication: false would let anyone on the "
+                "network read and change everything; keep authentication on, or remote access "
+                "off (an authenticating reverse proxy on this machine reaches the node locally)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _hosts_for_all_callers_or_none(self) -> OrthancSettings:
+        callers = self.allowed_callers or []
+        with_host = [caller for caller in callers if caller.host]
+        if with_host and len(with_host) != len(callers):
+            raise ValueError(
+                "allowed_callers: give a host for every caller or for none (Orthanc checks "
+                "hosts for all modalities or for none)"
+            )
+        return self
 
 
 class WorkerSettings(_Strict):
@@ -76,6 +149,9 @@ class WorkerSettings(_Strict):
     fetch_threads: Annotated[int, Field(ge=1, le=32)] = 4
     #: restrict a worker to these pipelines (None: all enabled ones)
     pipelines: list[str] | None = None
+    #: while this many jobs are queued, new studies wait in Orthanc until room frees (nothing is
+    #: dropped; GET /ai/health shows it); None: no limit
+    max_queued_jobs: Annotated[int, Field(ge=1)] | None = None
 
 
 class ResultKind(enum.StrEnum):
@@ -238,6 +314,9 @@ class Settings(_Strict):
     data_dir: Path = Path("var")
     #: SQLAlchemy URL of the job database; default: a SQLite file in data_dir
     database_url: str | None = None
+    #: the key that encrypts destinations' passwords and tokens in the job database; created on
+    #: first use; default: DATA_DIR/secrets.key. Every host sharing a database needs the same.
+    secrets_key_file: Path | None = None
     orthanc: OrthancSettings = OrthancSettings()
     worker: WorkerSettings = WorkerSettings()
     #: pipelines to enable by name (None: every registered pipeline)
@@ -265,12 +344,28 @@ class Settings(_Strict):
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'jobs.sqlite'}"
 
+    @property
+    def resolved_secrets_key_file(self) -> Path:
+        if self.secrets_key_file is not None:
+            return self.secrets_key_file.expanduser().resolve()
+        return self.resolved_data_dir / "secrets.key"
+
     def for_pipeline(self, name: str) -> PipelineSettings:
         return self.pipeline_settings.get(name, PipelineSettings())
 
     @property
     def orthanc_url(self) -> str:
-        return f"http://127.0.0.1:{self.orthanc.http_port}"
+        scheme = "http" if self.orthanc.https is None else "https"
+        return f"{scheme}://127.0.0.1:{self.orthanc.http_port}"
+
+    @property
+    def orthanc_trust(self) -> str | bool:
+        """What the node's own HTTPS clients verify its certificate against (requests'
+        ``verify``): the file configured, never "don't verify"."""
+        https = self.orthanc.https
+        if https is None:
+            return True
+        return str(https.trusted_certificates or https.certificate)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some values replaced; nested values by dotted name (``orthanc.http_port``)."""
@@ -314,7 +409,31 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     # A relative data folder is relative to the file, so the same file works from any cwd.
     if not settings.data_dir.is_absolute():
         settings = settings.model_copy(update={"data_dir": (file.parent / settings.data_dir)})
-    return settings
+    return _anchor_security_files(settings, file.parent)
+
+
+def _anchor_security_files(settings: Settings, base: Path) -> Settings:
+    """Relative certificate, key and secrets-key paths are relative to the file too (Orthanc
+    runs in the data folder, the workers read a copy of the settings written there)."""
+
+    def anchored(model: BaseModel | None) -> dict[str, Any] | None:
+        if model is None:
+            return None
+        return {
+            name: (base / value if isinstance(value, Path) and not value.is_absolute() else value)
+            for name, value in model
+        }
+
+    orthanc = settings.orthanc.model_dump()
+    orthanc["https"] = anchored(settings.orthanc.https)
+    orthanc["dicom_tls"] = anchored(settings.orthanc.dicom_tls)
+    key = settings.secrets_key_file
+    return settings.model_copy(
+        update={
+            "orthanc": OrthancSettings.model_validate(orthanc),
+            "secrets_key_file": base / key if key is not None and not key.is_absolute() else key,
+        }
+    )
 
 
 def dump_settings(settings: Settings) -> str:

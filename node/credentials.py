@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from node.config import Settings
 from node.errors import ConfigurationError
+from node.private import write_private
 
 FILE_NAME = "credentials.json"
 ADMIN_USER = "admin"
@@ -159,14 +159,7 @@ def load_credentials(path: Path) -> Credentials:
 
 def save_credentials(path: Path, credentials: Credentials) -> None:
     """Write the file atomically, mode 600 from the first byte (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(credentials.to_json(), file, indent=2)
-        file.write("\n")
-    os.chmod(partial, 0o600)  # O_CREAT's mode is filtered by the umask; 600 is what we want
-    os.replace(partial, path)
+    write_private(path, json.dumps(credentials.to_json(), indent=2) + "\n")
 
 
 def ensure_credentials(path: Path) -> tuple[Credentials, User | None]:

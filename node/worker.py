@@ -33,6 +33,7 @@ from node.db.database import create_engine_for, migrate
 from node.db.errors import LeaseLostError
 from node.db.jobs import WORKER_STATE_PREFIX, Job, JobStore
 from node.db.models import DeliveryStatus
+from node.db.secrets import SecretBox
 from node.delivery.queue import Delivery, DeliveryStore
 from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
@@ -131,7 +132,9 @@ class Worker:
             worker_id=self.worker_id,
             jobs=self.store,
             deliveries=DeliveryStore(self.store.engine),
-            config=ConfigStore(self.store.engine),
+            config=ConfigStore(
+                self.store.engine, secrets=SecretBox.from_key_file(settings.resolved_secrets_key_file)
+            ),
             files=ResultFiles(settings.resolved_data_dir / "results"),
             orthanc=self.orthanc,
             retry=settings.delivery,

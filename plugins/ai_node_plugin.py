@@ -5,6 +5,8 @@
 - REST routes under /ai/ are answered by node.web.api.
 - Every HTTP request passes the incoming-request filter: after Orthanc's basic-auth check,
   node.web.access decides by role (admin, viewer) and CSRF checks; a refusal is a 403.
+- With orthanc.max_storage_size, an incoming C-STORE filter refuses instances past the cap
+  (node.orthanc.storage_cap) rather than letting Orthanc delete old patients.
 Models never run in Orthanc's process: workers claim the queued jobs.
 """
 
@@ -22,14 +24,18 @@ sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 from node.cli.supervisor import RESTARTS_KEY  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
+from node.db.config_store import ConfigStore  # noqa: E402
 from node.db.database import create_engine_for, migrate  # noqa: E402
+from node.db.errors import QueueFullError  # noqa: E402
 from node.db.intake_problems import IntakeProblemStore  # noqa: E402
 from node.db.jobs import JobStore  # noqa: E402
+from node.db.secrets import SecretBox  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
 from node.intake.changes import ChangeFollower  # noqa: E402
 from node.intake.handoff import Intake  # noqa: E402
 from node.intake.recovery import IntakeRecovery  # noqa: E402
 from node.logs import ContextFormatter  # noqa: E402
+from node.orthanc import storage_cap  # noqa: E402
 from node.orthanc.study import summarize_study  # noqa: E402
 from node.pipeline.registry import PipelineRegistry  # noqa: E402
 from node.web.access import AccessPolicy, basic_credentials  # noqa: E402
@@ -76,9 +82,19 @@ class _Plugin:
         logging.getLogger("node").setLevel(self.settings.log_level)
         url = self.settings.resolved_database_url
         migrate(url)
-        self.store = JobStore(create_engine_for(url))
+        self.store = JobStore(create_engine_for(url), max_queued_jobs=self.settings.worker.max_queued_jobs)
+        config = ConfigStore(
+            self.store.engine, secrets=SecretBox.from_key_file(self.settings.resolved_secrets_key_file)
+        )
+        sealed = config.seal_clear_secrets()
+        if sealed:
+            log.info("encrypted the stored secrets of destinations %s", ", ".join(sealed))
         registry = PipelineRegistry.from_settings(self.settings)
-        self.intake = Intake(self.store, registry, lambda study_id: summarize_study(_get_json, study_id))
+        self.intake = Intake(
+            self.store, registry, lambda study_id: summarize_study(_get_json, study_id), config=config
+        )
+        cap = self.settings.orthanc.max_storage_size
+        self.storage = None if cap is None else storage_cap.StorageCap(int(cap), _get_json)
         self.intake.seed_default_rule()
         self.recovery = IntakeRecovery(
             self.intake, IntakeProblemStore(self.store.engine), self.settings.intake
@@ -132,6 +148,7 @@ class _Plugin:
         restarts = self.store.get_state(RESTARTS_KEY)
         return {
             "orthanc": {"aet": self.settings.orthanc.aet, "dicom_port": self.settings.orthanc.dicom_port},
+            "storage": None if self.storage is None else self.storage.state().to_json(),
             "intake": intake,
             # kept by `ai-node run` (node.cli.supervisor): Orthanc's and the workers' restarts
             "restarts": None if restarts is None else json.loads(restarts),
@@ -161,6 +178,32 @@ class _Plugin:
     def start_following(self):
         self.thread = threading.Thread(target=self._follow, name="ai-node-changes", daemon=True)
         self.thread.start()
+        if self.storage is not None:
+            threading.Thread(target=self._measure_storage, name="ai-node-storage", daemon=True).start()
+
+    def _measure_storage(self):
+        # Orthanc's REST API may not be called from the C-STORE filter itself: measured here
+        while not self.stopping.is_set():
+            try:
+                refused = self.storage.measure()
+            except (OrthancError, KeyError, ValueError):
+                log.exception("reading Orthanc's storage size failed; retrying")
+            else:
+                if refused:  # logged here, once a reading, rather than once an instance
+                    log.warning(
+                        "refused %s C-STORE instance(s): Orthanc's storage is at "
+                        "orthanc.max_storage_size (%s bytes); nothing is deleted to make room",
+                        refused,
+                        self.storage.cap,
+                        extra={"action": "store"},
+                    )
+            self.stopping.wait(storage_cap.MEASURE_EVERY_S)
+
+    def filter_store(self, received_dicom):
+        """Orthanc's incoming C-STORE filter: 0 stores, a DIMSE status refuses."""
+        if self.storage.admits(received_dicom.GetInstanceSize()):
+            return 0
+        return storage_cap.STATUS_REFUSED_OUT_OF_RESOURCES
 
     def _follow(self):
         stable_age = self.settings.orthanc.stable_age
@@ -177,6 +220,11 @@ class _Plugin:
                 # studies set aside whose backoff is over, or that an admin retried
                 self.recovery.retry_due()
                 self.follower_error = None
+            except QueueFullError as error:
+                # not a fault: new studies wait in Orthanc, in order, until workers make room
+                if self.follower_error != str(error):
+                    log.warning("%s", error)
+                self.follower_error = str(error)
             except Exception as error:  # e.g. the job database unreachable: nothing can be routed
                 self.follower_error = f"{type(error).__name__}: {error}"
                 log.exception("following Orthanc's changes failed; retrying in 5 s")
@@ -253,9 +301,10 @@ def _callback(route):
         )
         try:
             response = operation.handler(call)
-        except Exception as error:  # a REST call must never take Orthanc's HTTP thread down
+        except Exception:  # a REST call must never take Orthanc's HTTP thread down
             log.exception("REST %s %s failed", method, uri)
-            response = ApiResponse(503, {"error": f"the AI node could not answer: {error}"})
+            # not the exception's text: a database error quotes its statement, an OS error a path
+            response = ApiResponse(503, {"error": "the AI node could not answer; see Orthanc's log"})
         _answer(output, route, response)
 
     return callback
@@ -272,6 +321,8 @@ _METHODS = {
 _plugin = _Plugin()
 orthanc.RegisterOnChangeCallback(_plugin.on_change)
 orthanc.RegisterIncomingHttpRequestFilter(_plugin.allows)
+if _plugin.storage is not None:
+    orthanc.RegisterIncomingCStoreInstanceFilter(_plugin.filter_store)
 # Orthanc takes the first registered pattern that matches: literal paths before parameters.
 for _route in sorted(_plugin.routes, key=lambda route: (len(route.parameters), route.path)):
     orthanc.RegisterRestCallback(_route.pattern, _callback(_route))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import requests
 
@@ -30,6 +31,7 @@ from node.credentials import (
 )
 from node.errors import ConfigurationError, NodeError
 from node.logs import ContextFormatter
+from node.private import use_private_umask
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -108,7 +110,9 @@ def _answering(settings: Settings) -> bool:
     except ConfigurationError:  # no credentials yet: this node never started
         return False
     try:
-        answer = requests.get(f"{settings.orthanc_url}/ai/health", auth=auth, timeout=2)
+        answer = requests.get(
+            f"{settings.orthanc_url}/ai/health", auth=auth, timeout=2, verify=settings.orthanc_trust
+        )
     except requests.RequestException:
         return False
     return answer.status_code in (200, 503)
@@ -259,7 +263,49 @@ def _add_users_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         parser.set_defaults(handler=cmd_users)
 
 
+def cmd_tls_self_signed(args: argparse.Namespace) -> int:
+    from node.orthanc.tls import make_self_signed
+
+    settings = _settings(args)
+    folder = args.out or settings.resolved_data_dir / "tls"
+    pair = make_self_signed(folder, names=args.name, days=args.days)
+    print(
+        f"Wrote a self-signed certificate {pair.certificate} and its key {pair.private_key} "
+        f"(readable by this account only), valid {args.days} days.\n"
+        "For HTTPS on the node's HTTP port, add to the node's settings:\n\n"
+        "orthanc:\n"
+        "  https:\n"
+        f"    certificate: {pair.certificate}\n"
+        f"    private_key: {pair.private_key}\n\n"
+        f"Clients trust it by being given {pair.certificate} (curl --cacert, a browser's "
+        "certificate import); DICOM TLS can use the same pair (README, Access: TLS)."
+    )
+    return 0
+
+
+def _add_tls_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tls = commands.add_parser("tls", help="certificates for HTTPS and DICOM TLS")
+    actions = tls.add_subparsers(dest="action", required=True)
+    parser = actions.add_parser(
+        "self-signed", help="make a self-signed certificate and key for a first run (DATA_DIR/tls/)"
+    )
+    _add_node_options(parser)
+    parser.add_argument("--out", type=Path, help="folder for node.crt and node.key (default DATA_DIR/tls)")
+    parser.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="a host name or IP address other hosts reach the node by (repeatable); this "
+        "machine's name, localhost, 127.0.0.1 and ::1 are always included",
+    )
+    parser.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+    parser.set_defaults(handler=cmd_tls_self_signed)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Everything the node and the processes it starts create (Orthanc's storage, the job
+    # database, logs, keys) is readable by this account only.
+    use_private_umask()
     parser = argparse.ArgumentParser(prog="ai-node", description="AI node for Orthanc")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, handler, help_text in (
@@ -279,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     add_pipelines_command(commands)
     add_rules_command(commands)
     _add_users_command(commands)
+    _add_tls_command(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

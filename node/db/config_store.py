@@ -5,15 +5,15 @@ Storage only: the documents are plain JSON objects, validated before they get he
 Every change writes its audit entry — who, when, the document before and after — in the same
 transaction as the change itself, so a change is never without its entry, nor an entry without
 its change. Secrets (any key named like password, token or secret, at any depth) are masked in
-the audit trail; the destination documents themselves keep them as given, and the API layer
-must never return them.
+the audit trail and stored sealed (encrypted, :mod:`node.db.secrets`) in the destination
+documents; a store given the key opens them again on reading, and the API layer must never
+return them.
 """
 
 from __future__ import annotations
 
 import builtins
 import enum
-import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +26,9 @@ from node.db.common import database_now, json_object, parse_enum, require_page, 
 from node.db.database import WRITE
 from node.db.errors import ConfigNotFoundError
 from node.db.models import AuditRow, DestinationRow, RuleRow
+from node.db.secrets import SecretBox, clear_secrets
+from node.db.secrets import is_secret_key as is_secret_key  # the API's import of it
+from node.errors import ConfigurationError
 
 RULES = cast(Table, RuleRow.__table__)
 DESTINATIONS = cast(Table, DestinationRow.__table__)
@@ -33,14 +36,6 @@ AUDIT = cast(Table, AuditRow.__table__)
 
 #: What replaces a secret's value in the audit trail.
 MASK = "********"
-_SECRET_KEY = re.compile(r"password|token|secret", re.IGNORECASE)
-
-
-def is_secret_key(key: object) -> bool:
-    """Whether a configuration key names a secret (password, token, secret; any case). The
-    audit trail masks these, and the destination API keeps and never returns them: one test
-    for both, so what is masked and what is kept cannot drift apart."""
-    return isinstance(key, str) and _SECRET_KEY.search(key) is not None
 
 
 class SubjectType(enum.StrEnum):
@@ -83,13 +78,16 @@ class StoredRule:
 
 @dataclass(frozen=True)
 class StoredDestination:
-    """A destination as stored. ``document`` holds its secrets: never return it as it is."""
+    """A destination as stored. ``document`` holds its secrets, opened if the store has the
+    key (sealed otherwise): never return it as it is."""
 
     name: str
     type: str
     document: Mapping[str, Any]
     created_at: datetime
     updated_at: datetime
+    #: secrets the store's key could not open (lost or replaced key): None in ``document``
+    unreadable_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,13 +120,22 @@ class ConfigStore:
     """Rules, destinations and the audit trail over one SQLAlchemy engine.
 
     Every method is one short transaction. The schema must be current
-    (:func:`node.db.migrate`). ``clock`` replaces the time source (tests).
+    (:func:`node.db.migrate`). ``clock`` replaces the time source (tests). ``secrets`` seals
+    destination secrets on saving and opens them on reading; without it, destinations are read
+    with their secrets sealed (their names and settings only) and a secret cannot be saved.
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        secrets: SecretBox | None = None,
+    ) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**WRITE)
         self._clock = clock
+        self._secrets = secrets
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -167,30 +174,56 @@ class ConfigStore:
         """All destinations, by name (secrets included: never return them as they are)."""
         with self._engine.begin() as connection:
             rows = connection.execute(select(DESTINATIONS).order_by(DESTINATIONS.c.name)).all()
-        return [_destination(row) for row in rows]
+        return [self._destination(row) for row in rows]
 
     def get_destination(self, name: str) -> StoredDestination | None:
         with self._engine.begin() as connection:
             row = connection.execute(select(DESTINATIONS).where(DESTINATIONS.c.name == name)).first()
-        return None if row is None else _destination(row)
+        return None if row is None else self._destination(row)
 
     def save_destination(
         self, name: str, type: str, document: Mapping[str, Any], *, actor: str
     ) -> tuple[StoredDestination | None, StoredDestination]:
         """Create or replace the destination ``name``; return it before (``None`` if new) and
-        after. The audit entry has the secrets masked. An unchanged destination is not written
-        and adds no audit entry."""
+        after. Its secrets are stored sealed; the audit entry has them masked. An unchanged
+        destination is not written and adds no audit entry."""
         require_text("actor", actor, 200)
         require_text("destination name", name, 64)
         require_text("destination type", type, 32)
-        values = {"type": type, "document": json_object("destination document", document)}
-        before, after = self._save(DESTINATIONS, SubjectType.DESTINATION, name, values, actor=actor)
-        return (None if before is None else _destination(before)), _destination(after)
+        clear = json_object("destination document", document)
+        values = {"type": type, "document": self._sealed(name, clear)}
+
+        def unchanged(row: Row[Any]) -> bool:
+            # sealing the same secret twice gives two tokens (a random IV): compare opened
+            return bool(row.type == type and self._destination(row).document == clear)
+
+        before, after = self._save(
+            DESTINATIONS, SubjectType.DESTINATION, name, values, actor=actor, unchanged=unchanged
+        )
+        return (None if before is None else self._destination(before)), self._destination(after)
 
     def delete_destination(self, name: str, *, actor: str) -> StoredDestination:
         """Delete a destination; return it. :class:`ConfigNotFoundError` if there is none."""
         require_text("actor", actor, 200)
-        return _destination(self._delete(DESTINATIONS, SubjectType.DESTINATION, name, actor=actor))
+        return self._destination(self._delete(DESTINATIONS, SubjectType.DESTINATION, name, actor=actor))
+
+    def seal_clear_secrets(self) -> builtins.list[str]:
+        """Seal the secrets that a node before sealing stored in clear; return the names of the
+        destinations changed. Not audited: the configuration itself does not change."""
+        if self._secrets is None:
+            raise ConfigurationError("sealing stored secrets needs the secrets key")
+        sealed = []
+        with self._write() as connection:
+            rows = connection.execute(select(DESTINATIONS).with_for_update()).all()
+            for row in rows:
+                if clear_secrets(row.document):
+                    connection.execute(
+                        update(DESTINATIONS)
+                        .where(DESTINATIONS.c.id == row.id)
+                        .values(document=self._secrets.seal(row.document))
+                    )
+                    sealed.append(row.name)
+        return sealed
 
     # -- audit trail ------------------------------------------------------------------------
 
@@ -233,6 +266,32 @@ class ConfigStore:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _destination(self, row: Row[Any]) -> StoredDestination:
+        document: dict[str, Any] = dict(row.document)
+        unreadable: tuple[str, ...] = ()
+        if self._secrets is not None:
+            opened = self._secrets.open(row.document)
+            document, unreadable = opened.document, opened.unreadable
+        return StoredDestination(
+            name=row.name,
+            type=row.type,
+            document=document,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            unreadable_secrets=unreadable,
+        )
+
+    def _sealed(self, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        if self._secrets is not None:
+            return self._secrets.seal(document)
+        clear = clear_secrets(document)
+        if clear:
+            raise ConfigurationError(
+                f"destination {name!r}: {', '.join(clear)} cannot be stored without the secrets "
+                "key (this store was opened without one)"
+            )
+        return document
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         # on SQLite: BEGIN IMMEDIATE, so the transaction holds the write lock from its start
@@ -240,10 +299,18 @@ class ConfigStore:
             yield connection
 
     def _save(
-        self, table: Table, kind: SubjectType, name: str, values: dict[str, Any], *, actor: str
+        self,
+        table: Table,
+        kind: SubjectType,
+        name: str,
+        values: dict[str, Any],
+        *,
+        actor: str,
+        unchanged: Callable[[Row[Any]], bool] | None = None,
     ) -> tuple[Row[Any] | None, Row[Any]]:
         """Insert or update the row named ``name`` with ``values`` and audit the change; an
-        unchanged row is returned as both before and after, without an audit entry."""
+        unchanged row (``unchanged``, by default: every value equal) is returned as both before
+        and after, without an audit entry."""
         with self._write() as connection:
             now = database_now(connection, self._clock)
             before = connection.execute(select(table).where(table.c.name == name).with_for_update()).first()
@@ -256,7 +323,7 @@ class ConfigStore:
                     .values(name=name, **values, created_at=now, updated_at=now)
                     .returning(*table.c)
                 ).one()
-            elif all(before._mapping[column] == value for column, value in values.items()):
+            elif (unchanged or _same_values(values))(before):
                 return before, before
             else:
                 after = connection.execute(
@@ -322,6 +389,10 @@ class ConfigStore:
         ).one()
 
 
+def _same_values(values: Mapping[str, Any]) -> Callable[[Row[Any]], bool]:
+    return lambda row: all(row._mapping[column] == value for column, value in values.items())
+
+
 def _audited(kind: SubjectType, row: Row[Any]) -> dict[str, Any]:
     """A rule's or destination's document as the audit trail shows it: a destination's starts
     with its type, which is stored in its own column."""
@@ -333,16 +404,6 @@ def _audited(kind: SubjectType, row: Row[Any]) -> dict[str, Any]:
 def _rule(row: Row[Any]) -> StoredRule:
     return StoredRule(
         name=row.name, document=dict(row.document), created_at=row.created_at, updated_at=row.updated_at
-    )
-
-
-def _destination(row: Row[Any]) -> StoredDestination:
-    return StoredDestination(
-        name=row.name,
-        type=row.type,
-        document=dict(row.document),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
     )
 
 

@@ -9,7 +9,9 @@ other in the busy handler instead of failing half-way with "database is locked".
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from sqlalchemy.engine import URL, make_url
 
 from node.db.errors import DatabaseSchemaError
 from node.errors import ConfigurationError
+from node.private import PRIVATE_FILE, restrict
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ _PG_MIGRATION_LOCK_KEY = 0x61692D6E6F6465
 def create_engine_for(url: str | URL) -> Engine:
     """Return an engine for the job database at ``url``.
 
+    Statements' parameters never appear in errors or logs (``hide_parameters``): a destination's
+    document or a job's error could carry what must not be shown.
+
     ``sqlite:///path/to/jobs.sqlite`` (the default, a file in the node's data folder) or
     ``postgresql+psycopg://user:password@host/db`` (``postgresql://`` is taken to mean
     psycopg 3). The engine is safe to share between threads.
@@ -65,7 +71,7 @@ def create_engine_for(url: str | URL) -> Engine:
                 "the node supports postgresql+psycopg (psycopg 3)"
             )
         # pre-ping: a worker survives a PostgreSQL restart without failing its next job
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     raise ConfigurationError(
         f"job database URL {shown!r} names backend {backend!r}; the node supports "
         "sqlite:///<file> and postgresql+psycopg://…"
@@ -88,10 +94,24 @@ def _sqlite_engine(url: URL, shown: str) -> Engine:
             f"SQLite {sqlite3.sqlite_version} is too old for the job database; "
             f"it needs {'.'.join(map(str, SQLITE_MIN_VERSION))} or newer (UPDATE … RETURNING)"
         )
-    engine = create_engine(url)
+    _private_database_files(Path(database))
+    engine = create_engine(url, hide_parameters=True)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _private_database_files(database: Path) -> None:
+    """The database file mode 600 before SQLite first opens it: SQLite gives its -wal and -shm
+    files the database file's mode, so all three stay the node's own whatever the umask.
+    Files an older node left readable are narrowed."""
+    if not database.parent.is_dir():
+        return  # SQLite will say that the folder is missing
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with contextlib.suppress(PermissionError):  # another account's file: not ours to change
+            restrict(path)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -31,3 +31,8 @@ class DeliveryStateError(NodeError):
 
 class ConfigNotFoundError(NodeError):
     """No rule or destination has the requested name."""
+
+
+class QueueFullError(NodeError):
+    """The queue holds ``worker.max_queued_jobs`` queued jobs: a new study must wait (in
+    Orthanc, its change not yet consumed) until workers make room."""

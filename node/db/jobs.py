@@ -59,7 +59,7 @@ from node.db.common import (
     upsert_statement,
 )
 from node.db.database import WRITE, create_engine_for
-from node.db.errors import JobNotFoundError, JobStateError
+from node.db.errors import JobNotFoundError, JobStateError, QueueFullError
 from node.db.lease import LeasedTable
 from node.db.models import JobRow, JobStatus, NodeStateRow
 
@@ -190,11 +190,36 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class QueueRoom:
+    """How many jobs are queued against the cap (``worker.max_queued_jobs``; None: no cap)."""
+
+    queued: int
+    cap: int | None
+
+    @property
+    def full(self) -> bool:
+        return self.cap is not None and self.queued >= self.cap
+
+    def require(self) -> None:
+        """:class:`QueueFullError` when the queue is full."""
+        if self.full:
+            raise QueueFullError(
+                f"the job queue is full ({self.queued} queued, worker.max_queued_jobs is "
+                f"{self.cap}): new studies wait in Orthanc until workers make room"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"queued": self.queued, "max_queued_jobs": self.cap, "full": self.full}
+
+
 class JobStore:
     """The job table and the node's key/value state, over one SQLAlchemy engine.
 
     The schema must be current: call :func:`node.db.migrate` once at process start.
     ``clock`` replaces the time source (tests); it must return aware datetimes.
+    ``max_queued_jobs`` is the cap that :meth:`queue_room` reports against; the store itself
+    queues regardless (a user's Run now or Retry is never refused), and intake asks first.
     """
 
     def __init__(
@@ -203,8 +228,12 @@ class JobStore:
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         clock: Callable[[], datetime] | None = None,
+        max_queued_jobs: int | None = None,
     ) -> None:
         require_int("max_attempts", max_attempts, 1)
+        if max_queued_jobs is not None:
+            require_int("max_queued_jobs", max_queued_jobs, 1)
+        self.max_queued_jobs = max_queued_jobs
         if isinstance(database, Engine):
             self._engine, self._owns_engine = database, False
         else:
@@ -541,6 +570,15 @@ class JobStore:
         for status, count in rows:
             counts[JobStatus(status)] = count
         return counts
+
+    def queue_room(self) -> QueueRoom:
+        """How full the queue is. Intake calls ``queue_room().require()`` before routing a study
+        automatically, so a full queue defers the study rather than dropping it."""
+        with self._read() as connection:
+            queued = connection.execute(
+                select(func.count()).select_from(JOBS).where(JOBS.c.status == JobStatus.QUEUED)
+            ).scalar_one()
+        return QueueRoom(queued=int(queued), cap=self.max_queued_jobs)
 
     def get_state(self, key: str) -> str | None:
         """A value of the node's persistent state, ``None`` if never set."""

@@ -24,13 +24,14 @@ DestinationName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,6
 
 def _valid_http_url(value: str) -> str:
     parts = urlsplit(value)
+    # First, so that the messages below, which quote the URL, never quote a password.
+    if parts.username is not None or parts.password is not None:
+        # A password in the URL would be shown wherever the URL is; it belongs in ``auth``.
+        raise ValueError("URL must not contain a user name or password: set them under auth")
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"URL {value!r} must start with http:// or https://")
     if not parts.hostname:
         raise ValueError(f"URL {value!r} names no host")
-    if parts.username is not None or parts.password is not None:
-        # A password in the URL would be shown wherever the URL is; it belongs in ``auth``.
-        raise ValueError("URL must not contain a user name or password: set them under auth")
     return value.rstrip("/")
 
 

@@ -67,6 +67,12 @@ class DeliverySender:
                 f"destination {name!r} does not exist (deleted or renamed?); create it again "
                 "and retry the delivery, or change the rule"
             )
+        if stored.unreadable_secrets:
+            raise DeliveryError(
+                f"destination {name!r}: its {', '.join(stored.unreadable_secrets)} cannot be "
+                "decrypted with this node's secrets key (the key file was lost or replaced); "
+                "enter it again in the destination, then retry the delivery"
+            )
         try:
             config = _CONFIG.validate_python({**stored.document, "type": stored.type, "name": stored.name})
         except ValidationError as error:

@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import shutil
+import ssl
 import sys
 import tarfile
 import tempfile
@@ -206,7 +207,16 @@ class ViewerApp:
     ``auth`` is sent with every proxied request: the node's read-only ``ai-node-viewer`` user,
     so the viewer page reads studies and, whoever opens it, changes nothing."""
 
-    def __init__(self, dist: Path, orthanc_url: str, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dist: Path,
+        orthanc_url: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        trust: str | bool = True,
+    ) -> None:
+        """``trust``: for an https ``orthanc_url``, the certificates to verify the node's
+        against (its own self-signed one), or True for the system's CAs."""
         if not (dist / "index.html").is_file():
             raise ConfigurationError(f"{dist} is not an OHIF dist folder: it has no index.html")
         self.dist = dist
@@ -215,6 +225,10 @@ class ViewerApp:
         static = SharedDataMiddleware(self._spa_fallback, {"/": str(dist)})
         self._auth = auth is not None
         proxied: dict[str, Any] = {"target": self.orthanc_url, "host": None}
+        if self.orthanc_url.startswith("https:"):
+            proxied["ssl_context"] = ssl.create_default_context(
+                cafile=trust if isinstance(trust, str) else None
+            )
         if auth is not None:
             proxied["headers"] = {"Authorization": basic_authorization(auth)}
         self._files_and_proxy = ProxyMiddleware(static, {"/dicom-web/": proxied}, timeout=PROXY_TIMEOUT_S)
@@ -247,9 +261,10 @@ def make_viewer_server(
     host: str = "127.0.0.1",
     port: int = 0,
     auth: tuple[str, str] | None = None,
+    trust: str | bool = True,
 ) -> BaseWSGIServer:
     """A threaded server for :class:`ViewerApp` (``port=0``: a free one, see ``server.port``)."""
-    return make_server(host, port, ViewerApp(dist, orthanc_url, auth=auth), threaded=True)
+    return make_server(host, port, ViewerApp(dist, orthanc_url, auth=auth, trust=trust), threaded=True)
 
 
 def study_url(viewer_url: str, study_instance_uid: str) -> str:
@@ -257,10 +272,16 @@ def study_url(viewer_url: str, study_instance_uid: str) -> str:
     return f"{viewer_url.rstrip('/')}/viewer?StudyInstanceUIDs={quote(study_instance_uid)}"
 
 
-def latest_processed_study(orthanc_url: str, auth: tuple[str, str] | None = None) -> str | None:
+def latest_processed_study(
+    orthanc_url: str, auth: tuple[str, str] | None = None, trust: str | bool = True
+) -> str | None:
     """Study Instance UID of the node's most recent finished job, or None if there is none."""
     answer = requests.get(
-        f"{orthanc_url}/ai/jobs", params={"status": "done", "limit": "1"}, auth=auth, timeout=10
+        f"{orthanc_url}/ai/jobs",
+        params={"status": "done", "limit": "1"},
+        auth=auth,
+        timeout=10,
+        verify=trust,
     )
     answer.raise_for_status()
     jobs = answer.json()
@@ -291,7 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         auth = viewer_auth(settings)
         dist = ensure_ohif(arguments.cache_dir)
         server = make_viewer_server(
-            dist, settings.orthanc_url, host=arguments.host, port=arguments.port, auth=auth
+            dist,
+            settings.orthanc_url,
+            host=arguments.host,
+            port=arguments.port,
+            auth=auth,
+            trust=settings.orthanc_trust,
         )
     except NodeError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -309,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     viewer_url = f"http://{shown_host}:{server.port}"
     print(f"OHIF {OHIF_VERSION} at {viewer_url}/ (DICOMweb: {settings.orthanc_url}/dicom-web/)")
     try:
-        study = latest_processed_study(settings.orthanc_url, auth)
+        study = latest_processed_study(settings.orthanc_url, auth, settings.orthanc_trust)
     except requests.RequestException as error:
         print(
             f"warning: the node at {settings.orthanc_url} does not answer ({type(error).__name__}); "

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from node import THIS_ORTHANC
 from node.db.config_store import ConfigStore, SubjectType
+from node.db.errors import QueueFullError
 from node.db.jobs import Job, JobStore, JobTrigger
 from node.db.models import WaitStatus
 from node.db.waits import StudyWait, StudyWaitStore
@@ -127,6 +128,8 @@ class Intake:
         for wait in overdue:
             try:
                 queued += self._end_wait(wait, rules.get(wait.rule))
+            except QueueFullError:
+                break  # every other overdue wait would meet the same full queue
             except OrthancError as error:
                 log.warning(
                     "study %s: its wait could not be ended yet: %s",
@@ -163,6 +166,8 @@ class Intake:
                     extra={"action": "skip", "study_instance_uid": wait.study_instance_uid},
                 )
             return []
+        # a full queue leaves the study waiting; the next pass tries again (check_waits)
+        self.store.queue_room().require()
         jobs = self._run_rules(wait.orthanc_study_id, [rule], JobTrigger.WAIT_TIMEOUT)
         self.waits.end(
             wait.orthanc_study_id,

@@ -78,7 +78,12 @@ class IntakeRecovery:
         self.settings = settings
 
     def study_ready(self, study_id: str, trigger: JobTrigger) -> IntakeProblem | None:
-        """Route the study; on failure record why and return the problem instead of raising."""
+        """Route the study; on failure record why and return the problem instead of raising.
+
+        Raises :class:`~node.db.errors.QueueFullError` while the queue holds
+        ``worker.max_queued_jobs`` jobs: not a problem of the study, which waits in Orthanc (the
+        follower keeps its cursor) and is routed in order once workers make room."""
+        self.intake.store.queue_room().require()
         study: StudySummary | None = None
         failpoint("route")
         try:

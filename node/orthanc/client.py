@@ -19,9 +19,21 @@ from node.errors import DeliveryError, OrthancError
 
 
 class OrthancClient:
-    def __init__(self, base_url: str, *, auth: tuple[str, str] | None = None, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        timeout: float = 60,
+        verify: str | bool = True,
+    ) -> None:
+        """``verify``: requests' certificate check of an https URL: True (the system's CAs) or
+        the file of certificates to trust (the node's own, self-signed); never off."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # given with every request: requests lets $REQUESTS_CA_BUNDLE override a session's own
+        # ``verify`` (psf/requests#3829), which would refuse the node's self-signed certificate
+        self.verify = verify
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
         # Reads are safe to retry, and worth it: Orthanc closes idle keep-alive connections
@@ -48,7 +60,9 @@ class OrthancClient:
     @classmethod
     def for_node(cls, settings: Settings, *, timeout: float = 60) -> OrthancClient:
         """A client of this node's Orthanc, authenticated as the node's service user."""
-        return cls(settings.orthanc_url, auth=service_auth(settings), timeout=timeout)
+        return cls(
+            settings.orthanc_url, auth=service_auth(settings), timeout=timeout, verify=settings.orthanc_trust
+        )
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -66,7 +80,9 @@ class OrthancClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            response = self.session.request(method, self._url(path), timeout=self.timeout, **kwargs)
+            response = self.session.request(
+                method, self._url(path), timeout=self.timeout, verify=self.verify, **kwargs
+            )
         except requests.RequestException as error:
             raise OrthancError(
                 f"Orthanc at {self.base_url} did not answer {method} {path}: {error}"
@@ -90,6 +106,7 @@ class OrthancClient:
                 data=part10,
                 headers={"Content-Type": "application/dicom"},
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.RequestException as error:
             raise DeliveryError(f"could not store a result in Orthanc at {self.base_url}: {error}") from error

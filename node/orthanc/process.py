@@ -22,8 +22,11 @@ import requests
 
 from node.config import Settings, dump_settings
 from node.credentials import Credentials, credentials_path, ensure_credentials, service_auth
-from node.errors import OrthancError
+from node.errors import ConfigurationError, OrthancError
+from node.orthanc import civetweb_tls
 from node.orthanc.ports import require_free_ports
+from node.orthanc.tls import check_pair, write_orthanc_pem
+from node.private import make_private_dir, restrict, write_private
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ def runtime_paths(settings: Settings) -> dict[str, Path]:
         "orthanc_config": data / "orthanc" / "orthanc.json",
         "node_config": data / "node.yaml",
         "credentials": credentials_path(settings),
+        "https_pem": data / "orthanc" / "https.pem",
         "storage": data / "orthanc" / "storage",
         "index": data / "orthanc" / "index",
         "logs": data / "logs",
@@ -68,6 +72,9 @@ def render_orthanc_config(settings: Settings, credentials: Credentials) -> dict[
             "RegisteredUsers": credentials.registered_users() if settings.orthanc.authentication else {},
             "StorageDirectory": str(paths["storage"]),
             "IndexDirectory": str(paths["index"]),
+            # Orthanc's own cap recycles: it deletes the oldest patients to make room. Never:
+            # the plugin refuses new instances at orthanc.max_storage_size instead.
+            "MaximumStorageSize": 0,
             "Plugins": [str(plugin_folder / name) for name in PLUGINS],
             "PythonScript": str(PLUGIN_SCRIPT),
             # Read by the plugin script: where the node's settings and packages are.
@@ -78,33 +85,94 @@ def render_orthanc_config(settings: Settings, credentials: Credentials) -> dict[
             },
         }
     )
+    config.update(_https(settings, paths["https_pem"]))
+    # DICOMweb's Ssl: the scheme of the URLs its answers carry (WADO-RS links in QIDO results)
+    config["DicomWeb"]["Ssl"] = settings.orthanc.https is not None
+    config.update(_dicom_tls(settings))
+    config.update(_allowed_callers(settings))
     return config
 
 
+def _https(settings: Settings, pem: Path) -> dict[str, Any]:
+    https = settings.orthanc.https
+    if https is None:
+        return {"SslEnabled": False}
+    return {"SslEnabled": True, "SslCertificate": str(pem)}
+
+
+def _dicom_tls(settings: Settings) -> dict[str, Any]:
+    tls = settings.orthanc.dicom_tls
+    if tls is None:
+        return {"DicomTlsEnabled": False}
+    check_pair(tls.certificate, tls.private_key, setting="orthanc.dicom_tls")
+    if not tls.trusted_certificates.is_file():
+        raise ConfigurationError(
+            f"orthanc.dicom_tls.trusted_certificates: {tls.trusted_certificates} is not a file "
+            "(the PEM certificates of the modalities allowed to connect)"
+        )
+    return {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(tls.certificate.resolve()),
+        "DicomTlsPrivateKey": str(tls.private_key.resolve()),
+        "DicomTlsTrustedCertificates": str(tls.trusted_certificates.resolve()),
+        "DicomTlsRemoteCertificateRequired": tls.remote_certificate_required,
+    }
+
+
+#: the port Orthanc records for an allowed caller: Orthanc's modality entries need one, and the
+#: node never connects back to a caller (C-MOVE is not offered), so it is the DICOM default
+CALLER_PORT = 104
+
+
+def _allowed_callers(settings: Settings) -> dict[str, Any]:
+    """Orthanc's own allow-list: with ``DicomAlwaysAllowStore`` off, only the AE titles of
+    ``DicomModalities`` may C-STORE, and with ``DicomCheckModalityHost`` only from their host."""
+    callers = settings.orthanc.allowed_callers
+    if callers is None:
+        return {"DicomAlwaysAllowStore": True, "DicomModalities": {}, "DicomCheckModalityHost": False}
+    modalities = {
+        f"caller-{index}": {
+            "AET": caller.ae_title,
+            "Host": caller.host or "0.0.0.0",  # unused: hosts are checked for all or none
+            "Port": CALLER_PORT,
+            "AllowEcho": True,
+            "AllowStore": True,
+            "AllowFind": False,
+            "AllowMove": False,
+            "AllowGet": False,
+            "AllowStorageCommitment": False,
+        }
+        for index, caller in enumerate(callers, 1)
+    }
+    return {
+        "DicomAlwaysAllowStore": False,
+        "DicomModalities": modalities,
+        "DicomCheckModalityHost": bool(callers) and all(caller.host for caller in callers),
+    }
+
+
 def write_runtime_files(settings: Settings) -> dict[str, Path]:
-    """Write Orthanc's configuration and the node's resolved settings into the data folder."""
+    """Write Orthanc's configuration and the node's resolved settings into the data folder,
+    all readable by the node's account only (see :mod:`node.private`)."""
     paths = runtime_paths(settings)
+    make_private_dir(paths["data"])
     for key in ("storage", "index", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     resolved = settings.model_copy(update={"data_dir": paths["data"]})
-    paths["node_config"].write_text(dump_settings(resolved))
+    # it may hold a PostgreSQL password (database_url)
+    write_private(paths["node_config"], dump_settings(resolved))
+    restrict(paths["credentials"])
+    https = settings.orthanc.https
+    if https is not None:
+        write_orthanc_pem(https.certificate, https.private_key, paths["https_pem"])
     credentials, admin = ensure_credentials(paths["credentials"])
     if admin is not None:
         # `ai-node run`/`start` create the file first and print the password; reaching this
         # means the node was started some other way, so say where the password is.
         log.warning("created the node's users; the admin password is in %s", paths["credentials"])
-    _write_private(
-        paths["orthanc_config"], json.dumps(render_orthanc_config(settings, credentials), indent=2)
-    )
+    # Orthanc's configuration holds the users' passwords
+    write_private(paths["orthanc_config"], json.dumps(render_orthanc_config(settings, credentials), indent=2))
     return paths
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only the node's OS user can read (Orthanc's configuration holds passwords)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
 
 
 class OrthancProcess:
@@ -134,6 +202,10 @@ class OrthancProcess:
         env["TCP_NODELAY"] = "1"
         # The plugin's embedded interpreter must not pick up a virtualenv's PYTHONHOME.
         env.pop("PYTHONHOME", None)
+        if self.settings.orthanc.https is not None:
+            shims = civetweb_tls.library_path(paths["data"] / "orthanc" / "civetweb-tls", executable)
+            if shims is not None:
+                env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(shims), env.get("LD_LIBRARY_PATH")]))
         log_file = open(paths["logs"] / "orthanc.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
             [executable, str(paths["orthanc_config"])],
@@ -159,7 +231,8 @@ class OrthancProcess:
             try:
                 # 503 is the plugin answering that the node is unhealthy (routing behind, say):
                 # Orthanc is up, which is what this waits for
-                if requests.get(url, auth=auth, timeout=2).status_code in (200, 503):
+                answer = requests.get(url, auth=auth, timeout=2, verify=self.settings.orthanc_trust)
+                if answer.status_code in (200, 503):
                     return
             except requests.ConnectionError:
                 pass

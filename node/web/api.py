@@ -181,6 +181,8 @@ class NodeApi:
                 "pipelines": self.registry.names(),
                 "jobs": self.store.counts_by_status(),
                 "intake_problems": self.intake_problems.counts(),
+                # full: new studies wait in Orthanc until workers make room (worker.max_queued_jobs)
+                "queue": self.store.queue_room().to_json(),
                 **extra,
             },
         )

@@ -2,8 +2,10 @@
 
 Secrets (a DICOMweb password or token) are stored with the destination but never leave it: every
 answer is the configuration's ``public_view()`` (``has_password: true``). So that a form filled
-from that view can be sent back unchanged, a PUT without a secret keeps the stored one. The
-built-in ``this-orthanc`` is listed and testable, never stored, changed or deleted.
+from that view can be sent back unchanged, a PUT without a secret keeps the stored one — unless
+it changes where the secret goes (URL, host, port or user name): a stored password is never sent
+to an address it was not given for, so such a PUT must give it again. The built-in
+``this-orthanc`` is listed and testable, never stored, changed or deleted.
 """
 
 from __future__ import annotations
@@ -149,7 +151,18 @@ class DestinationsApi:
                 400,
                 f"the body names destination {given!r} but the path {name!r}; destinations cannot be renamed",
             )
-        config = _valid(_keep_secrets(document, stored.document))
+        moved = _target_changes(document, stored.document)
+        kept = _keep_secrets(document, {} if moved else stored.document)
+        dropped = sorted(
+            set(_secret_names(_keep_secrets(document, stored.document))) - set(_secret_names(kept))
+        )
+        note = (
+            f"{' and '.join(moved)} changed, so the stored {', '.join(dropped)} was not kept "
+            "(a secret is never sent to another address than its own): give it again"
+            if dropped
+            else None
+        )
+        config = _valid(kept, note=note)
         if config.type == THIS_ORTHANC:
             raise RequestError(409, f"only the built-in destination is of type {THIS_ORTHANC!r}")
         _, after = self.config.save_destination(
@@ -230,7 +243,10 @@ class DestinationsApi:
             )
 
 
-def _valid(document: Mapping[str, Any]) -> DicomConfig | DicomWebConfig | ThisOrthancConfig:
+def _valid(
+    document: Mapping[str, Any], *, note: str | None = None
+) -> DicomConfig | DicomWebConfig | ThisOrthancConfig:
+    """The configuration, or a 422 naming each problem (and ``note``, why a secret is missing)."""
     try:
         return CONFIG.validate_python(document)
     except ValidationError as error:
@@ -243,9 +259,8 @@ def _valid(document: Mapping[str, Any]) -> DicomConfig | DicomWebConfig | ThisOr
             }
             for detail in error.errors()
         ]
-        raise RequestError(
-            422, f"the destination is invalid ({plural(len(problems), 'problem')})", problems=problems
-        ) from error
+        message = f"the destination is invalid ({plural(len(problems), 'problem')})"
+        raise RequestError(422, f"{message}; {note}" if note else message, problems=problems) from error
 
 
 def _without_view_keys(document: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +285,43 @@ def _keep_secrets(given: Any, stored: Any) -> Any:
     return merged
 
 
+#: what a stored secret is bound to, at any depth: change one, and the secret must be given again
+_TARGET_KEYS = ("url", "host", "port", "username")
+
+
+def _target_changes(given: Any, stored: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the keys in :data:`_TARGET_KEYS` whose value ``given`` changes."""
+    if not isinstance(given, dict) or not isinstance(stored, dict):
+        return []
+    changed = [
+        f"{prefix}{key}"
+        for key in _TARGET_KEYS
+        if (key in given or key in stored) and _comparable(given.get(key)) != _comparable(stored.get(key))
+    ]
+    for key, value in given.items():
+        if isinstance(value, dict):
+            changed += _target_changes(value, stored.get(key), f"{prefix}{key}.")
+    return changed
+
+
+def _comparable(value: Any) -> str | None:
+    # as validation normalises them: "104" is port 104, a URL's trailing slash is dropped
+    return None if value is None else str(value).strip().rstrip("/")
+
+
+def _secret_names(document: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the secrets ``document`` holds (non-empty)."""
+    if not isinstance(document, dict):
+        return []
+    names = []
+    for key, value in document.items():
+        if is_secret_key(key) and value is not None and not key.startswith("has_"):
+            names.append(f"{prefix}{key}")
+        elif isinstance(value, dict):
+            names += _secret_names(value, f"{prefix}{key}.")
+    return names
+
+
 def _stored_document(config: BaseModel) -> dict[str, Any]:
     """The configuration as JSON with its secrets in clear (stored; never returned)."""
     return {name: _plain(getattr(config, name)) for name in type(config).model_fields}
@@ -291,8 +343,15 @@ def _view(stored: StoredDestination) -> dict[str, Any]:
     try:
         public = CONFIG.validate_python(dict(stored.document)).public_view()
     except ValidationError:
-        # stored by an older node: name it without risking a secret, and never answer 500
+        # stored by an older node, or a secret the key cannot open: name it without risking
+        # a secret, and never answer 500
         public = {"name": stored.name, "invalid": True}
+    if stored.unreadable_secrets:
+        public["unreadable_secrets"] = list(stored.unreadable_secrets)
+        public["problem"] = (
+            f"{', '.join(stored.unreadable_secrets)} cannot be decrypted with this node's secrets "
+            "key (the key file was lost or replaced): enter it again"
+        )
     return {
         **public,
         "type": stored.type,

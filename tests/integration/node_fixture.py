@@ -51,11 +51,13 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def answers_http(url: str, auth: tuple[str, str] | None = None, *, also: tuple[int, ...] = ()) -> bool:
+def answers_http(
+    url: str, auth: tuple[str, str] | None = None, verify: str | bool = True, *, also: tuple[int, ...] = ()
+) -> bool:
     """Whether ``url`` answers 2xx (or a status in ``also``) now (nothing listening, or another
     status: not yet)."""
     try:
-        answer = requests.get(url, auth=auth, timeout=2)
+        answer = requests.get(url, auth=auth, timeout=2, verify=verify)
     except requests.RequestException:
         return False
     return answer.ok or answer.status_code in also
@@ -97,6 +99,8 @@ class RunningNode:
         """A session as ``admin``, ``viewer`` or ``sender`` (users named after their roles), with
         no header but the one that keeps Orthanc's answers unzipped: what any script sends."""
         session = requests.Session()
+        session.verify = self.trust
+        session.trust_env = False  # else $REQUESTS_CA_BUNDLE overrides verify (psf/requests#3829)
         session.auth = self.credential(role)
         session.headers["Accept-Encoding"] = "identity"
         return session
@@ -106,23 +110,41 @@ class RunningNode:
         return self.folder / "ai-node.yaml"
 
     @property
+    def https_certificate(self) -> str | None:
+        https = self.extra_config.get("orthanc", {}).get("https")
+        return None if https is None else str(https["certificate"])
+
+    @property
+    def trust(self) -> str | bool:
+        """requests' ``verify`` for this node: its own certificate when it serves HTTPS."""
+        return self.https_certificate or True
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.https_certificate is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def client(self) -> OrthancClient:
-        return OrthancClient(self.url, auth=self.admin)
+        return OrthancClient(self.url, auth=self.admin, verify=self.trust)
 
     def write_config(self) -> None:
+        extra = dict(self.extra_config)
         config = {
             "data_dir": str(self.folder / "var"),
             "orthanc": {
                 "http_port": self.http_port,
                 "dicom_port": self.dicom_port,
                 "stable_age": self.stable_age,
+                **extra.pop("orthanc", {}),
             },
-            "worker": {"count": self.workers, "lease": self.lease, "poll_interval": 0.2},
-            **self.extra_config,
+            "worker": {
+                "count": self.workers,
+                "lease": self.lease,
+                "poll_interval": 0.2,
+                **extra.pop("worker", {}),
+            },
+            **extra,
         }
         self.config_file.write_text(yaml.safe_dump(config))
 
@@ -146,6 +168,7 @@ class RunningNode:
             lambda: answers_http(
                 f"{self.url}/ai/health",
                 self.admin if self.credentials_file.exists() else None,
+                self.trust,
                 also=(503,),  # up, but unhealthy (e.g. routing behind after a restart)
             ),
             what="the node",

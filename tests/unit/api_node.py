@@ -18,6 +18,7 @@ from node.config import Settings
 from node.db.config_store import ConfigStore
 from node.db.database import create_engine_for, migrate
 from node.db.jobs import JobStore
+from node.db.secrets import SecretBox
 from node.delivery.queue import DeliveryStore
 from node.errors import OrthancError
 from node.intake.handoff import Intake
@@ -120,6 +121,8 @@ def api_node(tmp_path: Path) -> ApiNode:
             return {"Version": "1.12.5"}
         raise OrthancError(f"Orthanc could not answer GET {path}: 404")
 
-    intake = Intake(jobs, PipelineRegistry.from_entry_points(), summarize)
+    # as the plugin builds it: destination secrets sealed with the data folder's key
+    config = ConfigStore(engine, secrets=SecretBox.from_key_file(tmp_path / "secrets.key"))
+    intake = Intake(jobs, PipelineRegistry.from_entry_points(), summarize, config=config)
     table = build_routes(NodeContext(settings=Settings(), intake=intake, get_json=get_json))
     return ApiNode(table=table, jobs=jobs, deliveries=DeliveryStore(engine), config=intake.config)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from node.db import create_engine_for, migrate
+from node.db.secrets import SecretBox
 from tests.unit.job_db import Clock
 
 
@@ -23,3 +24,9 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def secret_box(tmp_path: Path) -> SecretBox:
+    """The key of a node's data folder (``secrets.key``), created as a node creates it."""
+    return SecretBox.from_key_file(tmp_path / "secrets.key")

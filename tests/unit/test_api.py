@@ -56,6 +56,22 @@ def test_health_lists_pipelines_and_job_counts(api: NodeApi) -> None:
     assert response.body["jobs"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
 
 
+def test_health_says_when_the_queue_is_full(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    migrate(url)
+    store = JobStore(url, max_queued_jobs=1)
+    api = NodeApi(Intake(store, PipelineRegistry.from_entry_points(), lambda study_id: _ct_study()))
+    assert api.health().body["queue"] == {"queued": 0, "max_queued_jobs": 1, "full": False}
+    store.enqueue(
+        orthanc_study_id="s1",
+        study_instance_uid="1.2.3",
+        pipeline_name="ct-tissue",
+        pipeline_version="1",
+        trigger=JobTrigger.STABLE_STUDY,
+    )
+    assert api.health().body["queue"] == {"queued": 1, "max_queued_jobs": 1, "full": True}
+
+
 def test_pipelines_describe_segments_with_codes(api: NodeApi) -> None:
     ct = next(p for p in api.pipelines().body if p["name"] == "ct-tissue")
     assert [s["label"] for s in ct["segments"]] == ["Body", "Bone", "Internal air"]

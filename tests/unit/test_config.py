@@ -10,7 +10,8 @@ import pytest
 from node.config import OrthancSettings, Settings, dump_settings, load_settings
 from node.credentials import credentials_path, ensure_credentials
 from node.errors import ConfigurationError
-from node.orthanc.process import PLUGINS, render_orthanc_config
+from node.orthanc.process import PLUGINS, render_orthanc_config, write_runtime_files
+from node.orthanc.tls import make_self_signed
 
 
 def _load(folder: Path, text: str) -> Settings:
@@ -103,3 +104,53 @@ def test_authentication_off_registers_no_users(tmp_path) -> None:
     credentials, _ = ensure_credentials(credentials_path(settings))
     config = render_orthanc_config(settings, credentials)
     assert (config["AuthenticationEnabled"], config["RegisteredUsers"]) == (False, {})
+
+
+def test_remote_http_access_without_authentication_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="http_remote_access: true with authentication: false"):
+        _load(tmp_path, "orthanc: {http_remote_access: true, authentication: false}\n")
+
+
+def test_orthanc_never_recycles_storage_to_make_room(tmp_path: Path) -> None:
+    settings = _settings_with_plugins(tmp_path, max_storage_size="2GB")
+    assert settings.orthanc.max_storage_size == 2_000_000_000
+    config = render_orthanc_config(settings, ensure_credentials(credentials_path(settings))[0])
+    assert config["MaximumStorageSize"] == 0  # Orthanc 1.10 would delete the oldest patients
+
+
+def test_allowed_callers_become_orthanc_s_own_allow_list(tmp_path: Path) -> None:
+    callers = [{"ae_title": "CT1", "host": "10.0.0.5"}, {"ae_title": "MR2", "host": "10.0.0.6"}]
+    settings = _settings_with_plugins(tmp_path, allowed_callers=callers)
+    config = render_orthanc_config(settings, ensure_credentials(credentials_path(settings))[0])
+    assert (config["DicomAlwaysAllowStore"], config["DicomCheckModalityHost"]) == (False, True)
+    allowed = {
+        (m["AET"], m["Host"], m["AllowStore"], m["AllowMove"]) for m in config["DicomModalities"].values()
+    }
+    assert allowed == {("CT1", "10.0.0.5", True, False), ("MR2", "10.0.0.6", True, False)}
+
+
+def test_allowed_callers_need_a_host_for_all_or_none(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="give a host for every caller or for none"):
+        _load(tmp_path, "orthanc: {allowed_callers: [{ae_title: CT1, host: ct1}, {ae_title: MR2}]}\n")
+
+
+def test_security_files_are_relative_to_the_settings_file(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        "secrets_key_file: keys/secrets.key\n"
+        "orthanc: {https: {certificate: tls/node.crt, private_key: tls/node.key}}\n",
+    )
+    assert settings.resolved_secrets_key_file == tmp_path / "keys" / "secrets.key"
+    assert settings.orthanc.https is not None
+    assert settings.orthanc.https.private_key == tmp_path / "tls" / "node.key"
+    assert settings.orthanc_url.startswith("https://127.0.0.1:")
+    assert settings.orthanc_trust == str(tmp_path / "tls" / "node.crt")
+
+
+def test_a_key_that_is_not_the_certificate_s_stops_the_start(tmp_path: Path) -> None:
+    first, second = make_self_signed(tmp_path / "a"), make_self_signed(tmp_path / "b")
+    settings = _settings_with_plugins(
+        tmp_path, https={"certificate": first.certificate, "private_key": second.private_key}
+    )
+    with pytest.raises(ConfigurationError, match="is not the key of the certificate"):
+        write_runtime_files(settings)

@@ -7,13 +7,14 @@ import pytest
 from sqlalchemy import Engine, exc, text
 
 from node.db.config_store import MASK, ConfigNotFoundError, ConfigStore, mask_secrets
+from node.db.secrets import SecretBox
 from node.rules.model import Rule
 from tests.unit.job_db import Clock
 
 
 @pytest.fixture
-def config(engine: Engine, clock: Clock) -> ConfigStore:
-    return ConfigStore(engine, clock=clock)
+def config(engine: Engine, clock: Clock, secret_box: SecretBox) -> ConfigStore:
+    return ConfigStore(engine, clock=clock, secrets=secret_box)
 
 
 def rule(name: str = "ct-chest", condition: str = 'Modality == "CT"') -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.fernet import Fernet
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
@@ -16,6 +17,7 @@ from node.config import DeliveryRetrySettings, ResultKind
 from node.db.config_store import ConfigStore
 from node.db.jobs import JobStore, JobTrigger
 from node.db.models import DeliveryStatus
+from node.db.secrets import SecretBox
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.queue import DeliveryStore
 from node.delivery.sender import DeliverySender
@@ -43,12 +45,12 @@ class SlowPeer(Destination):
 
 
 @pytest.fixture
-def sender(engine: Engine, tmp_path: Path) -> DeliverySender:
+def sender(engine: Engine, tmp_path: Path, secret_box: SecretBox) -> DeliverySender:
     return DeliverySender(
         worker_id="w1",
         jobs=JobStore(engine),
         deliveries=DeliveryStore(engine),
-        config=ConfigStore(engine),
+        config=ConfigStore(engine, secrets=secret_box),
         files=ResultFiles(tmp_path / "results"),
         orthanc=OrthancClient("http://127.0.0.1:1"),
         retry=DeliveryRetrySettings(),
@@ -99,6 +101,20 @@ def test_invalid_stored_settings_are_named_without_their_secrets(sender: Deliver
         sender.destination("broken")
     assert "url: Field required" in str(raised.value)
     assert "SECRET" not in str(raised.value)
+
+
+def test_a_secret_sealed_with_a_lost_key_fails_the_attempt_with_what_to_do(
+    sender: DeliverySender, engine: Engine
+) -> None:
+    document = {
+        "url": "https://pacs.example/dicom-web",
+        "auth": {"type": "basic", "username": "ai", "password": "SECRET-PW-123"},
+    }
+    other_key = SecretBox(Fernet.generate_key())
+    ConfigStore(engine, secrets=other_key).save_destination("archive", "dicomweb", document, actor="test")
+    with pytest.raises(DeliveryError, match=r"'archive': its auth.password cannot be decrypted") as raised:
+        sender.destination("archive")
+    assert "enter it again in the destination" in str(raised.value)
 
 
 def test_a_deleted_destination_fails_the_attempt_with_what_to_do(sender: DeliverySender) -> None:

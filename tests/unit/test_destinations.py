@@ -97,6 +97,12 @@ def test_dicomweb_url_must_not_carry_credentials() -> None:
         parse({**DICOMWEB, "url": f"https://ai:{PASSWORD}@pacs/dicom-web"})
 
 
+def test_a_bad_url_with_a_password_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValidationError, match="must not contain a user name or password") as refused:
+        parse({**DICOMWEB, "url": f"ftp://ai:{PASSWORD}@pacs/dicom-web"})
+    assert PASSWORD not in str(refused.value.errors(include_input=False))
+
+
 def test_dicomweb_url_loses_its_trailing_slash() -> None:
     assert parse(DICOMWEB).url == "https://pacs.example.org/dicom-web"
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from node.config import IntakeSettings
 from node.db.database import create_engine_for, migrate
+from node.db.errors import QueueFullError
 from node.db.intake_problems import IntakeProblemStore
 from node.db.jobs import JobStore, JobTrigger
 from node.db.models import IntakeProblemStatus
@@ -194,3 +195,34 @@ def test_the_follower_s_lag_counts_changes_and_the_age_of_the_oldest_unread() ->
     assert follower.lag().to_json() == {"changes_behind": 2, "oldest_unhandled_age_seconds": 300.0}
     follower.poll()
     assert follower.lag().changes_behind == 0
+
+
+def test_a_full_queue_defers_the_next_study_without_setting_it_aside(tmp_path: Path, clock: Clock) -> None:
+    url = f"sqlite:///{tmp_path / 'capped.sqlite'}"
+    migrate(url)
+    engine = create_engine_for(url)
+    jobs = JobStore(engine, max_queued_jobs=1)
+    studies = Studies()
+    intake = Intake(jobs, PipelineRegistry.from_entry_points(), studies.summarize)
+    intake.seed_default_rule()
+    problems = IntakeProblemStore(engine, clock=clock)
+    recovery = IntakeRecovery(intake, problems, SETTINGS)
+    studies.known["first"] = _study("first", "1.2.3.10")
+    studies.known["second"] = _study("second", "1.2.3.11")
+    orthanc, state = FakeOrthanc(), MemoryState()
+    follower = _follow(recovery, orthanc, state)
+    orthanc.add("StableStudy", "first")
+    orthanc.add("StableStudy", "second")
+
+    with pytest.raises(
+        QueueFullError, match=r"the job queue is full \(1 queued, worker.max_queued_jobs is 1\)"
+    ):
+        follower.poll()
+
+    assert [job.study_instance_uid for job in jobs.list()] == ["1.2.3.10"]
+    assert state.values[CURSOR_KEY] == "1"  # the second study's change is read again later
+    assert problems.list() == []
+    (job,) = jobs.list()
+    jobs.cancel(job.id, actor="test")  # room again
+    follower.poll()
+    assert sorted(job.study_instance_uid for job in jobs.list()) == ["1.2.3.10", "1.2.3.11"]

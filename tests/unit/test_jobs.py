@@ -27,6 +27,8 @@ from node.db import (
     create_engine_for,
     migrate,
 )
+from node.db.errors import QueueFullError
+from node.db.jobs import QueueRoom
 from node.errors import ConfigurationError
 from tests.job_processes import claim_in_processes, enqueue_in_threads
 from tests.unit.job_db import Clock
@@ -567,3 +569,29 @@ def test_sqlite_connections_use_wal_and_a_busy_timeout(database_url: str) -> Non
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     engine.dispose()
+
+
+# -- the queue cap ---------------------------------------------------------------------------
+
+
+def test_queue_room_counts_queued_jobs_against_the_cap(database_url: str) -> None:
+    store = JobStore(database_url, max_queued_jobs=2)
+    first = enqueue(store, "1.2.3.1")
+    assert store.queue_room() == QueueRoom(queued=1, cap=2)
+    enqueue(store, "1.2.3.2")
+    room = store.queue_room()
+    assert room.full and room.to_json() == {"queued": 2, "max_queued_jobs": 2, "full": True}
+    with pytest.raises(
+        QueueFullError, match=r"full \(2 queued, worker.max_queued_jobs is 2\): new studies wait"
+    ):
+        room.require()
+    run_to_done(store, first)  # a worker takes one: room again
+    assert not store.queue_room().full
+    store.close()
+
+
+def test_without_a_cap_the_queue_is_never_full(store: JobStore) -> None:
+    for index in range(3):
+        enqueue(store, f"1.2.3.{index}")
+    assert store.queue_room() == QueueRoom(queued=3, cap=None)
+    store.queue_room().require()
