@@ -12,7 +12,8 @@ filter runs; the filter then decides by role, and this module is that decision, 
   cross-site form or image cannot set one, and a cross-site script cannot without a CORS
   preflight Orthanc never grants) and, when the browser says where the request comes from
   (``Origin``, else ``Referer``), the same host and port as the request's ``Host``.
-- What only reads: under ``/ai/``, the operations of the route table not marked ``write``; on
+- What only reads: under ``/ai/``, the operations of the route table not marked ``write``
+  (testing a draft rule is marked so: it changes nothing, but runs what only an admin may write); on
   Orthanc's own API (and DICOMweb), the POSTs that search or build a download (``/tools/find``,
   ``/tools/lookup``, archive and media downloads), which a cross-origin browser may not send.
   A path under ``/ai/`` that matches no operation is a change (fail closed: a path the filter

@@ -27,7 +27,8 @@ DESCRIPTION = f"""The AI node's own REST API, served by Orthanc under /ai/.
 
 Every request authenticates with HTTP basic auth (Orthanc's users). A user has the role
 `viewer` (read operations) or `admin` (everything); each operation says which with
-`x-required-role`. Operations that change something also need the header
+`x-required-role` (testing a draft rule is admin-only, though it changes nothing: a draft is
+code the node runs). Admin operations also need the header
 `{WRITE_HEADER}: ai-node` (any non-empty value), and, when the request has an `Origin` header,
 that origin must be the node's own: a browser on another site cannot forge them."""
 
