@@ -223,33 +223,31 @@ _ALLOWED = frozenset(
 
 _OPERATORS = {name: text for text, name in rule_engine.parser.Parser.op_names.items()}
 
-#: why some of what is not allowed is not (the rest: nothing a DICOM value can be compared with)
-_REFUSED = {
+#: the bitwise operators, and why they are refused
+_BITWISE = {
     ast.BitwiseExpression: "bitwise operators work on integers of unbounded size",
     ast.BitwiseShiftExpression: "shifting makes integers of unbounded size (1 << 1e9 has 125 MB)",
-    ast.MappingExpression: "no DICOM value is a mapping",
-    ast.BytesExpression: "no DICOM value a condition sees is bytes",
-    ast.DatetimeExpression: 'DICOM dates and times are text (StudyDate >= "20260101")',
-    ast.TimedeltaExpression: 'DICOM dates and times are text (StudyDate >= "20260101")',
 }
-_LITERALS = {
-    ast.MappingExpression: ("a mapping literal {...}", ("LBRACE", "{")),
-    ast.BytesExpression: ("a bytes literal b'...'", None),
-    ast.DatetimeExpression: ("a datetime literal d'...'", None),
-    ast.TimedeltaExpression: ("a time span literal t'...'", None),
+_DATES_ARE_TEXT = 'DICOM dates and times are text (StudyDate >= "20260101")'
+#: literals refused: (what, why, the token to point at)
+_LITERALS: dict[type, tuple[str, str, tuple[str, str] | None]] = {
+    ast.MappingExpression: ("a mapping literal {...}", "no DICOM value is a mapping", ("LBRACE", "{")),
+    ast.BytesExpression: ("a bytes literal b'...'", "no DICOM value a condition sees is bytes", None),
+    ast.DatetimeExpression: ("a datetime literal d'...'", _DATES_ARE_TEXT, None),
+    ast.TimedeltaExpression: ("a time span literal t'...'", _DATES_ARE_TEXT, None),
 }
 
 
 def _not_allowed(node: Any) -> ConditionLimitError:
     kind = node.cls
-    why = _REFUSED.get(kind, "it is not among what conditions may use")
-    if kind in (ast.BitwiseExpression, ast.BitwiseShiftExpression):
+    if kind in _BITWISE:
         name = node.args[1]
         operator = _OPERATORS.get(name, name)
         return ConditionLimitError(
-            f"the operator {operator} is not allowed in a condition: {why}", token=(name, operator)
+            f"the operator {operator} is not allowed in a condition: {_BITWISE[kind]}",
+            token=(name, operator),
         )
-    what, token = _LITERALS.get(kind, (kind.__name__, None))
+    what, why, token = _LITERALS.get(kind, (kind.__name__, "conditions do not need it", None))
     return ConditionLimitError(f"{what} is not allowed in a condition: {why} {_HOW_TO}", token=token)
 
 
