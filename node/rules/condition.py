@@ -10,10 +10,14 @@ any clause that needs a value a missing attribute does not have (``SliceThicknes
 ``"PRIMARY" in ImageType``, ``SeriesDescription =~ "..."`` on null) is simply false: the
 top-level ``and``/``or`` structure is evaluated clause by clause, so one missing attribute never
 makes a whole rule raise, and the tester can say which clause failed on which value.
+
+What a condition may use, and the caps on its length and on the values it sees, are in
+:mod:`node.rules.limits`: a condition runs in Orthanc's process, on values senders choose.
 """
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ import rule_engine.errors
 from rule_engine import DataType
 
 from node.errors import InvalidRuleError
+from node.rules.limits import DECIMAL_CONTEXT, BoundedRule, ConditionLimitError, bounded_values
 from node.study.attributes import (
     Attributes,
     similar_keywords,
@@ -66,6 +71,7 @@ def _context() -> rule_engine.Context:
         default_value=None,
         type_resolver=_attribute_type,
         mapping_attribute_lookup=False,
+        decimal_context=DECIMAL_CONTEXT,
     )
 
 
@@ -75,7 +81,15 @@ def compile_condition(text: str) -> rule_engine.Rule:
     if not text.strip():
         raise InvalidConditionError("the condition is empty")
     try:
-        compiled = rule_engine.Rule(text, context=_context())
+        compiled = BoundedRule(text, context=_context())
+    except ConditionLimitError as error:
+        found = _find_token(text, error.token)
+        where = f" (line {found[0]}, column {found[1]})" if found else ""
+        raise InvalidConditionError(
+            f"{error.message}{where}",
+            line=found[0] if found else None,
+            column=found[1] if found else None,
+        ) from error
     except rule_engine.errors.RuleSyntaxError as error:
         token = error.token
         # rule-engine appends " at: line L:OFFSET" (or " at: EOF"); the position is given below
@@ -102,8 +116,6 @@ def compile_condition(text: str) -> rule_engine.Rule:
             line=found[0] if found else None,
             column=found[1] if found else None,
         ) from error
-    except rule_engine.errors.RegexSyntaxError as error:
-        raise InvalidConditionError(f"invalid regular expression {error.value!r}: {error.error}") from error
     except rule_engine.errors.EvaluationError as error:
         raise InvalidConditionError(
             f"{error.message}: an operator is given values of types it cannot take "
@@ -131,6 +143,16 @@ def _pointer(text: str, line: int, column: int) -> str:
     return f"  {source}\n  {' ' * (column - 1)}^"
 
 
+def _find_token(text: str, token: tuple[str, str] | None) -> tuple[int, int] | None:
+    """Line and column of the first token of this (type, text) in ``text``, if any."""
+    if token is None:
+        return None
+    for kind, offset, length in _tokens(text):
+        if (kind, text[offset : offset + length]) == token:
+            return _line_column(text, offset)
+    return None
+
+
 def _find_word(text: str, word: str) -> tuple[int, int] | None:
     found = re.search(rf"(?<![\w.]){re.escape(word)}(?!\w)", text)
     if found is None:
@@ -146,9 +168,12 @@ _NULL_FAILURES = (rule_engine.errors.EvaluationError, TypeError)
 
 
 def holds(compiled: rule_engine.Rule, values: Attributes) -> bool:
-    """Whether a compiled condition is true for ``values``; see the module doc for nulls."""
-    compiled.context._tls.reset()  # what Rule.evaluate does before each evaluation
-    return _holds(compiled.statement.expression, dict(values))
+    """Whether a compiled condition is true for ``values`` (cut to what a condition sees, see
+    :func:`~node.rules.limits.bounded_values`); see the module doc for nulls."""
+    # what Rule.evaluate does before each evaluation
+    compiled.context._tls.reset()
+    with decimal.localcontext(compiled.context.decimal_context):
+        return _holds(compiled.statement.expression, bounded_values(values))
 
 
 def _holds(node: Any, values: dict[str, Any]) -> bool:
@@ -195,6 +220,7 @@ def explain(condition: str, values: Attributes) -> list[ClauseResult]:
     top level is ``or`` is split at its ``or``\\ s; anything else is one clause.
     """
     results = []
+    values = bounded_values(values)
     for text in split_clauses(condition):
         compiled = compile_condition(text)
         names = sorted(name for name in compiled.context.symbols if value_kind(name) is not None)

@@ -21,9 +21,9 @@ filter runs; the filter then decides by role, and this module is that decision, 
   which is refused) and ``Origin`` on every cross-origin POST, PUT and DELETE, forms included
   (refused unless it is this node's own host and port; ``Referer`` stands in for a missing
   ``Origin``). A request with none of them is not a page's: a PACS, a modality, curl or
-  dicomweb-client, which need no custom header (the node's console still sends
-  ``X-Requested-By``; it is no longer required).
-- What only reads: under ``/ai/``, the operations of the route table not marked ``write``; on
+  dicomweb-client, which need no custom header.
+- What only reads: under ``/ai/``, the operations of the route table not marked ``write``
+  (testing a draft rule is marked so: it changes nothing, but runs what only an admin may write); on
   Orthanc's own API (and DICOMweb), the POSTs that search or build a download (``/tools/find``,
   ``/tools/lookup``, archive and media downloads). A path under ``/ai/`` that matches no
   operation is a change (fail closed: a path the filter does not recognise must not get past

@@ -26,8 +26,9 @@ DESCRIPTION = """The AI node's own REST API, served by Orthanc under /ai/.
 
 Every request authenticates with HTTP basic auth (Orthanc's users). A user has the role
 `viewer` (read operations), `admin` (everything) or `sender` (may only store studies by
-STOW-RS; nothing here); each operation says which with `x-required-role`. A change sent by a
-browser from a page of another site (`Sec-Fetch-Site: cross-site` or `same-site`, or an
+STOW-RS; nothing here); each operation says which with `x-required-role` (testing a draft
+rule is admin-only, though it changes nothing: a draft is code the node runs). A change sent
+by a browser from a page of another site (`Sec-Fetch-Site: cross-site` or `same-site`, or an
 `Origin` that is not the node's own) is refused; clients that are not browsers need no extra
 header."""
 

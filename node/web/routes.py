@@ -24,7 +24,8 @@ class Operation:
     method: str
     handler: Handler
     summary: str
-    #: changes something (needs the admin role and passes the CSRF checks); reads otherwise
+    #: needs the admin role and passes the CSRF checks: it changes something, or runs what
+    #: only an admin may write (a draft rule's test); any user may call it otherwise
     write: bool = False
     #: OpenAPI fragments: the JSON schema of the request body, and of the 200 answer
     request_schema: dict[str, Any] | None = None

@@ -3,9 +3,13 @@
 The study is one Orthanc already has (``{"study": "<orthanc id>"}``) or DICOM files sent with
 the request (``application/dicom``, or a browser form's ``multipart/form-data``). Either way it
 is seen as routing sees it (the loop guard first: the node's own SEG and SR are never inputs),
-and for every rule — or only a draft, or only the one named by ``?rule=`` — the answer says
-whether it matches, which series it selects, which series each pipeline would run on (or why
-none), whether the study is complete, and each clause's verdict on each subject.
+and for every rule — or only the one named by ``?rule=`` — the answer says whether it matches,
+which series it selects, which series each pipeline would run on (or why none), whether the
+study is complete, and each clause's verdict on each subject.
+
+``POST /ai/rules/test/draft`` does the same for a draft rule sent with the study. It needs the
+admin role: a draft is code the node runs, and its author should be one who may save rules
+(stored rules are an admin's already, so any user may test them).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class RuleTester:
         self.summarize = summarize
 
     def routes(self) -> list[Route]:
+        study = {"type": "string", "description": "Orthanc study id"}
         return [
             Route(
                 "/ai/rules/test",
@@ -91,56 +96,90 @@ class RuleTester:
                     Operation(
                         "POST",
                         answers(self.test),
-                        "Test the rules (or a draft, or ?rule=) on a stored study or uploaded DICOM files",
+                        "Test the stored rules (or ?rule=) on a stored study or uploaded DICOM files",
                         query={"rule": "test only the stored rule of this name"},
                         request_schema={
                             "type": "object",
-                            "properties": {
-                                "study": {"type": "string", "description": "Orthanc study id"},
-                                "rule": {"type": "object", "description": "a draft rule document"},
-                            },
+                            "properties": {"study": study},
                             "required": ["study"],
                         },
                         request_media_types=("application/json", DICOM, MULTIPART),
                         response_schema=RESULT_SCHEMA,
                     ),
                 ),
-            )
+            ),
+            Route(
+                "/ai/rules/test/draft",
+                (
+                    Operation(
+                        "POST",
+                        answers(self.test_draft),
+                        "Test a draft rule on a stored study or an uploaded DICOM file "
+                        "(a multipart form with a part named rule)",
+                        # not a change, but a draft is code the node runs: only who may save one
+                        write=True,
+                        request_schema={
+                            "type": "object",
+                            "properties": {
+                                "study": study,
+                                "rule": {"type": "object", "description": "a draft rule document"},
+                            },
+                            "required": ["study", "rule"],
+                        },
+                        request_media_types=("application/json", MULTIPART),
+                        response_schema=RESULT_SCHEMA,
+                    ),
+                ),
+            ),
         ]
 
     def test(self, request: Request) -> ApiResponse:
+        study, draft = self._read(request)
+        if draft is not None:
+            raise RequestError(
+                400,
+                "a draft rule is tested with POST /ai/rules/test/draft (admin role); "
+                "this path tests the stored rules",
+            )
+        return self._answer(study, self._rules(request))
+
+    def test_draft(self, request: Request) -> ApiResponse:
+        study, draft = self._read(request)
+        if draft is None:
+            raise RequestError(
+                400,
+                'give the draft rule: {"study": ..., "rule": {...}} as JSON, or a form part named rule',
+            )
+        return self._answer(study, [_draft(draft)])
+
+    def _read(self, request: Request) -> tuple[StudySummary, Any]:
+        """The study to test and the draft rule document sent with it (None if none)."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        draft: Rule | None = None
         if media_type == DICOM:
-            study = summary_of_files([_read_dicom(request.body, "the request body")])
-        elif media_type == MULTIPART:
+            return summary_of_files([_read_dicom(request.body, "the request body")]), None
+        if media_type == MULTIPART:
             files, rule_part = _form_parts(request)
-            study = summary_of_files(files)
-            if rule_part is not None:
-                draft = _draft(rule_part)
-        else:
-            body = json_object(request)
-            study_id = body.get("study")
-            if not isinstance(study_id, str) or not study_id:
-                raise RequestError(
-                    400,
-                    'give {"study": "<Orthanc study id>"} as JSON, or send DICOM files '
-                    f"({DICOM} or {MULTIPART})",
-                )
-            try:
-                study = self.summarize(study_id)
-            except NodeError as error:
-                raise RequestError(404, f"Orthanc has no study {study_id}") from error
-            if body.get("rule") is not None:
-                draft = _draft(body["rule"])
-        rules = self._rules(request, draft)
+            return summary_of_files(files), rule_part
+        body = json_object(request)
+        study_id = body.get("study")
+        if not isinstance(study_id, str) or not study_id:
+            raise RequestError(
+                400,
+                'give {"study": "<Orthanc study id>"} as JSON, or send DICOM files '
+                f"({DICOM} or {MULTIPART})",
+            )
+        try:
+            study = self.summarize(study_id)
+        except NodeError as error:
+            raise RequestError(404, f"Orthanc has no study {study_id}") from error
+        return study, body.get("rule")
+
+    def _answer(self, study: StudySummary, rules: Sequence[Rule]) -> ApiResponse:
         return ApiResponse(
             200, {"study": _study_json(study), "results": [self.result(rule, study) for rule in rules]}
         )
 
-    def _rules(self, request: Request, draft: Rule | None) -> list[Rule]:
-        if draft is not None:
-            return [draft]
+    def _rules(self, request: Request) -> list[Rule]:
         name = request.query.get("rule")
         if name is not None:
             if self.config.get_rule(name) is None:

@@ -6,15 +6,18 @@ Rules and destinations are set up through the node's REST API as an admin would.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from tests.integration.node_fixture import RunningNode, free_port
 from tests.integration.peers import (
@@ -351,7 +354,9 @@ def test_the_rule_tester_explains_a_stored_study(
         "pipelines": ["ct-tissue"],
     }
     answer = admin.call(
-        "POST", "/ai/rules/test", json={"study": node.orthanc_study_id(study_uid_of(study)), "rule": draft}
+        "POST",
+        "/ai/rules/test/draft",
+        json={"study": node.orthanc_study_id(study_uid_of(study)), "rule": draft},
     )
     (result,) = answer["results"]
     assert result["matched"] is False
@@ -359,6 +364,35 @@ def test_the_rule_tester_explains_a_stored_study(
         clause for verdict in result["verdicts"] for clause in verdict["clauses"] if not clause["passed"]
     ]
     assert any("SliceThickness is 1.5" in clause["explanation"] for clause in clauses), clauses
+
+
+def test_a_catastrophic_regex_on_a_hostile_value_does_not_stall_the_node(
+    shared_node: RunningNode, ct_sample: Path
+) -> None:
+    # With Python's re, (a+)+$ on 30 a's and a "!" held the GIL for minutes: every request,
+    # /ai/health included, waited. Conditions match with RE2 now (linear time).
+    node, url = shared_node, shared_node.url
+    dataset = pydicom.dcmread(sorted(ct_sample.glob("*.dcm"))[0])
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID = (
+        generate_uid() for _ in range(3)
+    )
+    dataset.SeriesDescription = "a" * 30 + "!"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    admin, viewer = node.session("admin"), node.session("viewer")
+    stored = admin.post(f"{url}/instances", data=buffer.getvalue(), timeout=30)
+    assert stored.status_code == 200, stored.text
+    draft = {"name": "hostile", "condition": 'SeriesDescription =~ "(a+)+$"', "pipelines": ["ct-tissue"]}
+    body = {"study": stored.json()["ParentStudy"], "rule": draft}
+    assert viewer.post(f"{url}/ai/rules/test/draft", json=body, timeout=10).status_code == 403
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tested = pool.submit(admin.post, f"{url}/ai/rules/test/draft", json=body, timeout=20)
+        health = viewer.get(f"{url}/ai/health", timeout=10)
+        answer = tested.result()
+    assert health.status_code == 200
+    assert answer.status_code == 200, answer.text
+    (result,) = answer.json()["results"]
+    assert result["matched"] is False
 
 
 def test_a_viewer_cannot_change_rules_or_destinations(shared_node: RunningNode) -> None:

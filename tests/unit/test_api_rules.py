@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -11,6 +12,8 @@ import pydicom
 import pytest
 import yaml
 
+from node.credentials import Credentials, Role, User
+from node.web.access import AccessPolicy
 from tests.factories import make_series
 from tests.unit.api_node import STUDY_UID, ApiNode, api_node
 
@@ -181,7 +184,7 @@ def test_the_tester_explains_every_rule_on_a_stored_study(node: ApiNode) -> None
 
 def test_the_tester_says_why_a_pipeline_has_no_series(node: ApiNode) -> None:
     draft = rule(name="draft", condition='Modality == "CT"', pipelines=["brain-extraction"])
-    answer = node.call("POST", "/ai/rules/test", json={"study": "study-1", "rule": draft}).body
+    answer = node.call("POST", "/ai/rules/test/draft", json={"study": "study-1", "rule": draft}).body
     [result] = answer["results"]
     assert result["rule"] == "draft" and result["matched"] is True
     [pipeline] = result["pipelines"]
@@ -197,7 +200,9 @@ def test_the_tester_reports_completeness(node: ApiNode) -> None:
         ]
     }
     draft = rule(name="draft", requires=requires)
-    [result] = node.call("POST", "/ai/rules/test", json={"study": "study-1", "rule": draft}).body["results"]
+    [result] = node.call("POST", "/ai/rules/test/draft", json={"study": "study-1", "rule": draft}).body[
+        "results"
+    ]
     assert result["completeness"]["complete"] is False
     assert result["completeness"]["missing"] == ["T1"]
 
@@ -215,9 +220,34 @@ def test_the_tester_answers_404_for_a_study_orthanc_does_not_have(node: ApiNode)
     assert response.status == 404 and "nope" in response.body["error"]
 
 
+def test_the_stored_rules_tester_refuses_a_draft(node: ApiNode) -> None:
+    # a viewer may call this path: the draft must not run here
+    response = node.call("POST", "/ai/rules/test", json={"study": "study-1", "rule": rule()})
+    assert response.status == 400
+    assert "POST /ai/rules/test/draft (admin role)" in response.body["error"]
+
+
+def test_the_draft_tester_needs_a_draft(node: ApiNode) -> None:
+    response = node.call("POST", "/ai/rules/test/draft", json={"study": "study-1"})
+    assert response.status == 400 and "give the draft rule" in response.body["error"]
+
+
+def test_only_an_admin_may_test_a_draft(node: ApiNode) -> None:
+    users = Credentials({"ann": User("ann", Role.VIEWER, "pw"), "bob": User("bob", Role.ADMIN, "pw")})
+    policy = AccessPolicy(node.table, lambda: users)
+
+    def headers(user: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:pw".encode()).decode()
+        return {"authorization": f"Basic {token}", "x-requested-by": "tests"}
+
+    assert not policy.decide("POST", "/ai/rules/test/draft", headers("ann")).allowed
+    assert policy.decide("POST", "/ai/rules/test/draft", headers("bob")).allowed
+    assert policy.decide("POST", "/ai/rules/test", headers("ann")).allowed
+
+
 def test_an_invalid_draft_is_a_422_with_its_position(node: ApiNode) -> None:
     response = node.call(
-        "POST", "/ai/rules/test", json={"study": "study-1", "rule": rule(condition="Modality = 1")}
+        "POST", "/ai/rules/test/draft", json={"study": "study-1", "rule": rule(condition="Modality = 1")}
     )
     assert response.status == 422
     assert response.body["problems"][0]["column"] is not None
@@ -279,7 +309,7 @@ def test_the_tester_runs_an_unsaved_draft_on_an_uploaded_file(node: ApiNode) -> 
         + f"\r\n--{boundary}--\r\n".encode()
     )
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
-    answer = node.call("POST", "/ai/rules/test", body=body, headers=headers)
+    answer = node.call("POST", "/ai/rules/test/draft", body=body, headers=headers)
     assert answer.status == 200, answer.body
     (result,) = answer.body["results"]
     assert (result["rule"], result["matched"]) == ("unsaved", False)

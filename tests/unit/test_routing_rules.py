@@ -126,6 +126,17 @@ def test_the_first_start_seeds_one_rule_once(intake: Intake) -> None:
     assert intake.rules() == []  # an admin's deletion stands
 
 
+def test_a_stored_rule_beyond_the_condition_limits_is_left_out_of_routing(
+    intake: Intake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # saved by an older node, whose rules could allocate without limit
+    unbounded = {"name": "old", "condition": "7 in $range(1e10)", "pipelines": ["ct-tissue"]}
+    intake.config.save_rule(unbounded, actor="test")
+    save(intake, rule("ct", 'Modality == "CT"', ["ct-tissue"]))
+    assert [stored.name for stored in intake.rules()] == ["ct"]
+    assert "('old'), field 'condition'" in caplog.text and "$range is not allowed" in caplog.text
+
+
 def needs_mr(wait_minutes: float, on_timeout: str) -> Rule:
     return rule(
         "needs-mr",

@@ -300,7 +300,15 @@ export async function ruleEditorPage(main, params, context, name) {
 
   add(main, 
     heading(creating ? 'New rule' : `Rule ${current.name}`, h('a', {href: '#/rules'}, 'All rules')),
-    h('div', {class: 'split'}, h('section', {class: 'card'}, form), h('section', {class: 'card'}, tester({draft}))),
+    h(
+      'div',
+      {class: 'split'},
+      h('section', {class: 'card'}, form),
+      // testing a draft is an admin's; a viewer tests the rule as stored
+      readOnly && !creating
+        ? h('section', {class: 'card'}, tester({draft: null, stored: current.name, title: 'Test the stored rule against a study'}))
+        : readOnly ? null : h('section', {class: 'card'}, tester({draft})),
+    ),
   );
   if (!creating) validate();
   return () => clearTimeout(timer);

@@ -78,8 +78,11 @@ function resultView(result, seriesByKey) {
   );
 }
 
-/** The tester; draft() gives the rule to test, or null to test all stored rules. */
-export function tester({draft, title = 'Test against a study'}) {
+/**
+ * The tester; draft() gives the rule to test (admin only: POST /ai/rules/test/draft), else
+ * `stored` names the stored rule to test, else every stored rule is tested.
+ */
+export function tester({draft, stored = null, title = 'Test against a study'}) {
   const select = h('select', {name: 'study'}, h('option', {value: ''}, 'Loading stored studies…'));
   const file = h('input', {type: 'file', name: 'dicom', accept: '.dcm,application/dicom'});
   const output = h('div', {class: 'test-output', 'aria-live': 'polite'});
@@ -101,11 +104,13 @@ export function tester({draft, title = 'Test against a study'}) {
             const form = new FormData();
             form.append('dicom', file.files[0]);
             form.append('rule', new Blob([JSON.stringify(rule)], {type: 'application/json'}));
-            answer = await post('/ai/rules/test', form);
+            answer = await post('/ai/rules/test/draft', form);
           } else if (file.files && file.files.length) {
-            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom'});
+            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom', query: {rule: stored}});
+          } else if (select.value && rule) {
+            answer = await post('/ai/rules/test/draft', {study: select.value, rule});
           } else if (select.value) {
-            answer = await post('/ai/rules/test', rule ? {study: select.value, rule} : {study: select.value});
+            answer = await post('/ai/rules/test', {study: select.value}, {query: {rule: stored}});
           } else {
             fill(output, errorBox('Pick a stored study or a DICOM file first.'));
             return;
