@@ -238,6 +238,8 @@ def _copy_geometry(source: Dataset, image: Dataset) -> None:
     ):
         if keyword in source:
             setattr(image, keyword, source[keyword].value)
+    if "SliceThickness" not in image:
+        image.SliceThickness = None  # Type 2 in the Image Plane module: unknown, so empty
     if "PositionReferenceIndicator" not in image:
         image.PositionReferenceIndicator = ""  # Type 2 in the Frame of Reference module
     if not any(keyword in image for keyword in ("Laterality", "ImageLaterality", "BodyPartExamined")):
