@@ -110,7 +110,7 @@ def test_jpeg_baseline_8_bit_series_decodes_close_to_the_original() -> None:
 
     pixels = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=95)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
     datasets = make_series(np.zeros((2, 48, 64), dtype=np.int16), rescale_intercept=0)
     for ds in datasets:
         ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
