@@ -80,12 +80,9 @@ def test_heartbeat_extends_only_the_holders_lease(engine: Engine, job_id: int) -
 def test_finish_refuses_a_row_another_worker_took_over(engine: Engine, job_id: int) -> None:
     take(engine, job_id, "w1")
     take(engine, job_id, "w2", NOW + 2 * LEASE)
-    with (
-        engine.begin() as connection,
-        pytest.raises(
-            LeaseLostError,
-            match=f"^worker 'w1' no longer holds job {job_id}: worker 'w2' took it over after the lease expired$",
-        ),
+    with engine.begin() as connection, pytest.raises(
+        LeaseLostError,
+        match=f"^worker 'w1' no longer holds job {job_id}: worker 'w2' took it over after the lease expired$",
     ):
         LEASED_JOBS.finish(connection, job_id, "w1", NOW, status=JobStatus.DONE)
     with engine.begin() as connection:
@@ -97,9 +94,8 @@ def test_finish_ends_the_lease_and_then_refuses_to_finish_again(engine: Engine, 
     with engine.begin() as connection:
         row = LEASED_JOBS.finish(connection, job_id, "w1", NOW, status=JobStatus.DONE)
     assert (row.status, row.lease_owner, row.lease_expires_at) == (JobStatus.DONE, "w1", None)
-    with (
-        engine.begin() as connection,
-        pytest.raises(LeaseLostError, match=f"^worker 'w1' no longer holds job {job_id}: it is done now$"),
+    with engine.begin() as connection, pytest.raises(
+        LeaseLostError, match=f"^worker 'w1' no longer holds job {job_id}: it is done now$"
     ):
         LEASED_JOBS.held_row(connection, job_id, "w1")
 
