@@ -209,6 +209,8 @@ _ATTRIBUTE_NAMES = {
     "Rows": "Rows",
     "Columns": "Columns",
     "PixelData": "Pixel Data",
+    "RescaleSlope": "Rescale Slope (0028,1053)",
+    "RescaleIntercept": "Rescale Intercept (0028,1052)",
 }
 
 _ATTRIBUTE_PURPOSES = {
@@ -349,6 +351,14 @@ def _slice_spacing(
 
 
 def _rescaled_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        # absent means 1 and 0; present, it must be a number (pydicom leaves an empty DS None)
+        if keyword in ds and not isinstance(ds[keyword].value, int | float):
+            raise InputSeriesError(
+                f"{label} cannot be used as a volume: {_instance_label(ds)} has "
+                f"{_ATTRIBUTE_NAMES[keyword]} {ds[keyword].value!r}, which is not a number, so its "
+                "stored values cannot be turned into meaningful units (Hounsfield units for CT)."
+            )
     try:
         stored = ds.pixel_array
     except (AttributeError, NotImplementedError, RuntimeError, ValueError) as error:

@@ -1,11 +1,14 @@
 """The source images' headers as the result builders read them: legal, if unusual, made plain.
 
 highdicom copies the patient and study of a result object from its first source image and reads
-every attribute it copies as if it had a value. Real series are not always like that, and
-Orthanc accepts them all the same:
+every attribute it copies as if it had a valid value; the secondary captures copy a few more.
+Real series are not always like that, and Orthanc accepts them all the same:
 
 - a Type 2 attribute of the Patient or General Study module (PS3.3 C.7.1.1, C.7.2.1) that is
-  absent: Type 2 means "present, empty when unknown", so the results get it empty;
+  absent, or whose value is not valid for its VR (a Study Date ``2012-09-14``, a 70-character
+  name) or its enumerated values (Patient's Sex ``X``): Type 2 means "present, empty when
+  unknown", so the results get it empty rather than fail validation; a copied Type 3 attribute
+  with an invalid value (Body Part Examined ``head``) is left out;
 - Specific Character Set (0008,0005) with code extensions and an empty first value (PS3.3
   C.12.1.1.2: value 1 empty means the default repertoire, ISO 2022 IR 6), which highdicom refuses;
   it is written as ``ISO 2022 IR 6`` instead, which is what it means. A character set highdicom
@@ -13,11 +16,12 @@ Orthanc accepts them all the same:
   ``ISO 2022 IR 149``) is replaced by UTF-8, ``ISO_IR 192``: pydicom has decoded the source's
   text already, and UTF-8 writes any of it, so names stay readable.
 
-A header that needs none of this is used as it is; one that does is read through a copy (the
-source dataset is never changed). Slice Thickness, the other Type 2 attribute highdicom reads, is
-not filled in here: it cannot be invented for the source images, so the SR's Image Library
-leaves it out (:func:`node.results.report.image_library`), while the SEG states its own voxels'
-depth (:func:`node.results.seg.build_segmentation`).
+Values are checked with pydicom's own VR validation. A header that needs none of this is used as
+it is; one that does is read through a copy (the source dataset is never changed). Slice
+Thickness, the other Type 2 attribute highdicom reads, is not filled in here: it cannot be
+invented for the source images, so the SR's Image Library leaves it out
+(:func:`node.results.report.image_library`), secondary captures write it empty and the SEG states
+its own voxels' depth (:func:`node.results.seg.build_segmentation`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import logging
 from collections.abc import Sequence
 from copy import copy as shallow_copy
 
+from highdicom import PatientSexValues
 from highdicom.valuerep import _check_specific_character_set
+from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import DSfloat
+from pydicom.valuerep import DSfloat, PersonName, validate_value
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +60,56 @@ DEFAULT_REPERTOIRE_WITH_EXTENSIONS = "ISO 2022 IR 6"
 UTF8 = "ISO_IR 192"
 
 
+#: Type 3 attributes the secondary captures copy from their source slice
+COPIED_TYPE_3 = ("BodyPartExamined",)
+
+
 def result_source(dataset: Dataset) -> Dataset:
     """``dataset``, or a copy of its header that the result builders can read (see the module)."""
-    character_set = result_character_set(dataset)
-    own = dataset.get("SpecificCharacterSet")
-    missing = [keyword for keyword in COPIED_TYPE_2 if keyword not in dataset]
-    if character_set == own and not missing:
+    fixes = header_fixes(dataset)
+    if not fixes:
         return dataset
     copy = header_copy(dataset)
-    if character_set != own:
-        copy.SpecificCharacterSet = character_set
-    for keyword in missing:
-        setattr(copy, keyword, "")
+    for keyword, value in fixes.items():
+        if value is None:
+            delattr(copy, keyword)
+        else:
+            setattr(copy, keyword, value)
     return copy
+
+
+def header_fixes(dataset: Dataset) -> dict[str, str | list[str] | None]:
+    """What :func:`result_source` changes in ``dataset``: keyword -> new value, None to leave the
+    attribute out."""
+    fixes: dict[str, str | list[str] | None] = {}
+    character_set = result_character_set(dataset)
+    if character_set != dataset.get("SpecificCharacterSet"):
+        fixes["SpecificCharacterSet"] = character_set
+    for keyword in COPIED_TYPE_2:
+        if keyword not in dataset or not _valid(dataset, keyword):
+            fixes[keyword] = ""
+    for keyword in COPIED_TYPE_3:
+        if keyword in dataset and not _valid(dataset, keyword):
+            fixes[keyword] = None
+    return fixes
+
+
+def _valid(dataset: Dataset, keyword: str) -> bool:
+    element = dataset[keyword]
+    values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
+    try:
+        for value in values:
+            if value not in (None, ""):
+                # a PersonName is checked as the text it is written as (pydicom passes the
+                # object itself unchecked)
+                validate_value(
+                    element.VR, str(value) if isinstance(value, PersonName) else value, config.RAISE
+                )
+    except ValueError:
+        return False
+    if keyword == "PatientSex" and element.value:
+        return str(element.value) in {sex.value for sex in PatientSexValues}
+    return True
 
 
 def header_copy(dataset: Dataset) -> Dataset:
@@ -86,8 +129,10 @@ def header_copy(dataset: Dataset) -> Dataset:
 
 def has_slice_thickness(dataset: Dataset) -> bool:
     """Whether ``dataset`` says how thick its slice is (Slice Thickness is Type 2: it may be
-    absent or empty)."""
-    return isinstance(dataset.get("SliceThickness"), int | float)
+    absent or empty; some modalities write 0)."""
+    thickness = dataset.get("SliceThickness")
+    # zero is no thickness either: the SEG's Pixel Measures refuse it
+    return isinstance(thickness, int | float) and thickness > 0
 
 
 def with_slice_thickness(dataset: Dataset, thickness_mm: float) -> Dataset:
@@ -101,15 +146,25 @@ def with_slice_thickness(dataset: Dataset, thickness_mm: float) -> Dataset:
 
 def result_sources(datasets: Sequence[Dataset]) -> list[Dataset]:
     """:func:`result_source` of each of ``datasets``, in their order."""
-    sources = [result_source(dataset) for dataset in datasets]
-    if sources and sources[0].get("SpecificCharacterSet") == UTF8 != datasets[0].get("SpecificCharacterSet"):
-        log.info(
-            "the source images' Specific Character Set %r is not one highdicom writes; the "
-            "results are written in UTF-8 (%s)",
-            datasets[0].get("SpecificCharacterSet"),
-            UTF8,
-        )
-    return sources
+    if datasets:
+        # once per series, and by keyword only: the values are the patient's
+        changed = header_fixes(datasets[0])
+        if "SpecificCharacterSet" in changed:
+            log.info(
+                "the results are written in Specific Character Set %s; the source images have %s",
+                "\\".join(_values(changed.pop("SpecificCharacterSet"))),
+                "\\".join(_values(datasets[0].get("SpecificCharacterSet"))),
+            )
+        if changed:
+            log.info(
+                "the source images have no valid value of %s: the results leave them empty or out",
+                ", ".join(changed),
+            )
+    return [result_source(dataset) for dataset in datasets]
+
+
+def _values(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, MultiValue | list) else [str(value or "")]
 
 
 def result_character_set(dataset: Dataset) -> str | list[str] | None:
@@ -117,11 +172,7 @@ def result_character_set(dataset: Dataset) -> str | list[str] | None:
     highdicom accepts it, else what it means or UTF-8 (see the module). None: the default
     repertoire (absent or empty)."""
     value = dataset.get("SpecificCharacterSet")
-    values = (
-        [str(v).strip() for v in value]
-        if isinstance(value, MultiValue | list)
-        else [str(value or "").strip()]
-    )
+    values = [v.strip() for v in _values(value)]
     if values == [""]:
         return None if value is None else value  # type: ignore[no-any-return]
     if len(values) > 1 and values[0] == "":

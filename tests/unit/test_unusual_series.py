@@ -144,6 +144,44 @@ def test_absent_type_2_patient_and_study_attributes_are_written_empty(head_slice
         ), kind
 
 
+def test_type_2_values_invalid_for_their_vr_are_written_empty(head_slices) -> None:
+    datasets = read(head_slices)
+    invalid = {"StudyDate": "2012-09-14", "StudyTime": "15:12:08", "PatientSex": "X", "PatientName": "A" * 70}
+    for ds in datasets:
+        for keyword, value in invalid.items():
+            setattr(ds, keyword, value)
+
+    result = process(datasets)
+
+    for kind in ResultKind:
+        dataset = written(result, kind)
+        assert {keyword: dataset[keyword].value or "" for keyword in invalid} == dict.fromkeys(invalid, ""), (
+            kind
+        )
+
+
+def test_a_lower_case_body_part_is_left_out_of_the_secondary_captures(head_slices) -> None:
+    datasets = read(head_slices)
+    for ds in datasets:
+        ds.BodyPartExamined = "head"  # a CS is upper case (PS3.5 6.2)
+
+    result = process(datasets)
+
+    assert "BodyPartExamined" not in written(result, ResultKind.SECONDARY_CAPTURE)
+
+
+def test_a_slice_thickness_of_zero_counts_as_unknown(head_slices) -> None:
+    datasets = read(head_slices)
+    for ds in datasets:
+        ds.SliceThickness = 0
+
+    result = process(datasets)
+
+    assert written(result, ResultKind.SECONDARY_CAPTURE).SliceThickness is None
+    measures = written(result, ResultKind.SEG).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(1.5)
+
+
 @pytest.mark.parametrize("syntax", [JPEGLSLossless, RLELossless], ids=["jpeg-ls", "rle"])
 def test_compressed_source_images_get_every_result(head_slices, syntax) -> None:
     datasets = read(head_slices)

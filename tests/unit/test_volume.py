@@ -396,3 +396,15 @@ def test_a_series_of_localizers_only_is_refused_as_such() -> None:
 
     with pytest.raises(InputSeriesError, match="all 2 instances are localizers"):
         build_volume(scouts)
+
+
+@pytest.mark.parametrize("keyword", ["RescaleSlope", "RescaleIntercept"])
+def test_an_empty_rescale_is_refused_naming_it(keyword: str) -> None:
+    datasets = series(3)
+    setattr(datasets[1], keyword, None)
+
+    with pytest.raises(
+        InputSeriesError,
+        match=rf"instance 2 has Rescale {keyword[7:]} \(0028,105.\) None, which is not a number",
+    ):
+        build_volume(datasets)
