@@ -52,16 +52,14 @@ COPIED_TYPE_2 = (
     "AccessionNumber",
     "ReferringPhysicianName",
 )
+#: Type 3 attributes the secondary captures copy from their source slice
+COPIED_TYPE_3 = ("BodyPartExamined",)
 
 #: PS3.3 C.12.1.1.2: "If the attribute Specific Character Set has more than one value and value
 #: 1 is empty, it is assumed that value 1 is ISO 2022 IR 6."
 DEFAULT_REPERTOIRE_WITH_EXTENSIONS = "ISO 2022 IR 6"
 #: Unicode in UTF-8 (PS3.3 C.12.1.1.2): encodes any text pydicom decoded from any character set
 UTF8 = "ISO_IR 192"
-
-
-#: Type 3 attributes the secondary captures copy from their source slice
-COPIED_TYPE_3 = ("BodyPartExamined",)
 
 
 def result_source(dataset: Dataset) -> Dataset:
