@@ -209,8 +209,6 @@ _ATTRIBUTE_NAMES = {
     "Rows": "Rows",
     "Columns": "Columns",
     "PixelData": "Pixel Data",
-    "RescaleSlope": "Rescale Slope (0028,1053)",
-    "RescaleIntercept": "Rescale Intercept (0028,1052)",
 }
 
 _ATTRIBUTE_PURPOSES = {
@@ -351,12 +349,15 @@ def _slice_spacing(
 
 
 def _rescaled_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
-    for keyword in ("RescaleSlope", "RescaleIntercept"):
+    for keyword, name in (
+        ("RescaleSlope", "Rescale Slope (0028,1053)"),
+        ("RescaleIntercept", "Rescale Intercept (0028,1052)"),
+    ):
         # absent means 1 and 0; present, it must be a number (pydicom leaves an empty DS None)
         if keyword in ds and not isinstance(ds[keyword].value, int | float):
             raise InputSeriesError(
                 f"{label} cannot be used as a volume: {_instance_label(ds)} has "
-                f"{_ATTRIBUTE_NAMES[keyword]} {ds[keyword].value!r}, which is not a number, so its "
+                f"{name} {ds[keyword].value!r}, which is not a number, so its "
                 "stored values cannot be turned into meaningful units (Hounsfield units for CT)."
             )
     try:
