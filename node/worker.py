@@ -50,6 +50,7 @@ from node.results.seg import DeviceInfo
 from node.run.device import claimable_pipelines, runtime_resolver
 from node.run.execution import PipelineTimeoutError, exit_worker
 from node.run.warm import WarmPipelines
+from node.study.series import count_text
 from node.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class JobResult:
 
     pipeline: Pipeline
     source_series_instance_uid: str
+    #: instances of the series the job read (intake compares it with the series later: see
+    #: node.intake.handoff), and how many of them were localizers left out of the volume
+    source_instances: int
+    localizers: int
     series: SeriesResult
     deliveries: Sequence[Delivery]
     #: SOP Instance UID -> Orthanc id, for the objects this Orthanc stored
@@ -86,6 +91,8 @@ class JobResult:
         result: dict[str, Any] = {
             "pipeline": {"name": self.pipeline.name, "version": self.pipeline.version},
             "source_series_instance_uid": self.source_series_instance_uid,
+            "source_instances": self.source_instances,
+            "localizers_left_out": self.localizers,
             "segments": [m.to_json() for m in self.series.measurements],
         }
         for obj in self.series.objects:
@@ -308,6 +315,14 @@ class Worker:
             datasets = self.fetch_input(job, pipeline)
         with timer.stage("volume"):
             volume = build_volume(datasets)
+        if volume.localizer_instance_uids:
+            log.info(
+                "job %s: %s of series %s left out of the volume (Image Type LOCALIZER)",
+                job.id,
+                count_text(len(volume.localizer_instance_uids), "localizer"),
+                volume.series_instance_uid,
+                extra=job_context(job),
+            )
         series = process_series(
             volume,
             pipeline,
@@ -328,6 +343,8 @@ class Worker:
         return JobResult(
             pipeline=pipeline,
             source_series_instance_uid=volume.series_instance_uid,
+            source_instances=len(datasets),
+            localizers=len(volume.localizer_instance_uids),
             series=series,
             deliveries=deliveries,
             locations=locations,

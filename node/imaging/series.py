@@ -68,6 +68,9 @@ def build_volume(
     affine puts it: off the regular grid along the normal, or sideways off the normal line.
     It is capped at a quarter of the slice spacing so that it can never hide a missing slice.
 
+    Localizers stored in the series (Image Type LOCALIZER, :func:`is_localizer`) are left out
+    of the volume; their SOP Instance UIDs are in ``localizer_instance_uids``.
+
     Raises :class:`~node.errors.InputSeriesError` naming the series and the problem when the
     instances do not form one regular stack of parallel, equally spaced, single-frame slices.
     """
@@ -84,6 +87,7 @@ def build_volume(
             f"{label} cannot be used as a volume: the instances given belong to "
             f"{len(series_uids)} different series ({_listing(sorted(series_uids))})."
         )
+    datasets, localizers = _split_localizers(datasets, label)
     _check_single_frame(datasets, label)
     if len(datasets) < 2:
         raise InputSeriesError(
@@ -138,7 +142,31 @@ def build_volume(
         series_instance_uid=str(first.get("SeriesInstanceUID", "")),
         frame_of_reference_uid=frames_of_reference[0],
         source_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in sorted_datasets),
+        localizer_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for ds in localizers),
     )
+
+
+def is_localizer(ds: pydicom.Dataset) -> bool:
+    """Whether Image Type (0008,0008) calls the instance a LOCALIZER (PS3.3 C.8.2.1.1.1, value 3
+    for CT; some modalities write it elsewhere in the value, so any value counts)."""
+    value = ds.get("ImageType")
+    values = [value] if isinstance(value, str) else list(value or [])
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values)
+
+
+def _split_localizers(
+    datasets: Sequence[pydicom.Dataset], label: str
+) -> tuple[list[pydicom.Dataset], list[pydicom.Dataset]]:
+    """The slices and the localizers among ``datasets``. A scanner may store the scout images it
+    planned the series on in the series itself, in another plane: they are not slices of the
+    volume, and the rest of the series is used without them."""
+    localizers = [ds for ds in datasets if is_localizer(ds)]
+    if len(localizers) == len(datasets):
+        raise InputSeriesError(
+            f"{label} cannot be used as a volume: all {count_text(len(datasets), 'instance')} are "
+            "localizers (Image Type LOCALIZER), scout images rather than slices of a volume."
+        )
+    return [ds for ds in datasets if not is_localizer(ds)], localizers
 
 
 def _check_single_frame(datasets: Sequence[pydicom.Dataset], label: str) -> None:
@@ -236,6 +264,16 @@ def _check_matrix(datasets: Sequence[pydicom.Dataset], label: str) -> None:
             f"(Rows × Columns {found})."
         )
     spacings = np.array([_numbers(ds, "PixelSpacing", 2, label) for ds in datasets])
+    invalid = np.flatnonzero((spacings <= 0).any(axis=1))
+    if invalid.size:
+        row, column = spacings[invalid[0]]
+        first = _instance_label(datasets[int(invalid[0])])
+        raise InputSeriesError(
+            f"{label} cannot be used as a volume: its Pixel Spacing (0028,0030) is {row:g}\\{column:g} "
+            f"(in {count_text(invalid.size, 'instance')}, first {first}), "
+            "but the distance between pixel centres must be positive to place and measure anything; "
+            "the modality or an image router wrote an invalid value."
+        )
     if np.abs(spacings - spacings[0]).max() > PIXEL_SPACING_TOLERANCE_MM:
         found = _listing(sorted({f"{r:g}\\{c:g}" for r, c in spacings}))
         raise InputSeriesError(
@@ -311,6 +349,17 @@ def _slice_spacing(
 
 
 def _rescaled_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
+    for keyword, name in (
+        ("RescaleSlope", "Rescale Slope (0028,1053)"),
+        ("RescaleIntercept", "Rescale Intercept (0028,1052)"),
+    ):
+        # absent means 1 and 0; present, it must be a number (pydicom leaves an empty DS None)
+        if keyword in ds and not isinstance(ds[keyword].value, int | float):
+            raise InputSeriesError(
+                f"{label} cannot be used as a volume: {_instance_label(ds)} has "
+                f"{name} {ds[keyword].value!r}, which is not a number, so its "
+                "stored values cannot be turned into meaningful units (Hounsfield units for CT)."
+            )
     try:
         stored = ds.pixel_array
     except (AttributeError, NotImplementedError, RuntimeError, ValueError) as error:

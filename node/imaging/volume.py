@@ -32,6 +32,8 @@ class Volume:
     frame_of_reference_uid: str
     #: SOP Instance UID of the instance each slice came from, in array order
     source_instance_uids: tuple[str, ...]
+    #: SOP Instance UIDs of the series' localizers (scouts), which are not slices of the volume
+    localizer_instance_uids: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from node import THIS_ORTHANC
 from node.db.config_store import ConfigStore, SubjectType
 from node.db.errors import QueueFullError
 from node.db.jobs import Job, JobStore, JobTrigger
-from node.db.models import WaitStatus
+from node.db.models import JobStatus, WaitStatus
 from node.db.waits import StudyWait, StudyWaitStore
 from node.errors import InputStudyError, OrthancError
 from node.intake.plan import PlannedJob, RoutingPlan, plan_jobs
@@ -226,6 +226,37 @@ class Intake:
                 },
             )
 
+    def _report_grown_series(self, study: StudySummary, planned: PlannedJob) -> None:
+        """The study is stable again, and the series its done job ran on has more instances now
+        than the job read: a transfer cut off and completed later, or a study sent in parts. The
+        results in the study describe part of the series. The job is not run again by itself (a
+        second set of results beside the first would leave the reader to guess which is right):
+        the admin is told, once per stable event, to run the study again."""
+        existing = self.store.find_automatic(
+            study.study_instance_uid, planned.pipeline.name, planned.pipeline.version
+        )
+        if existing is None or existing.status is not JobStatus.DONE or not existing.result:
+            return
+        read = existing.result.get("source_instances")
+        series_uid = existing.result.get("source_series_instance_uid")
+        now = next(
+            (s.summary for s in study.input_series() if s.summary.series_instance_uid == series_uid), None
+        )
+        if not isinstance(read, int) or now is None or now.instance_count <= read:
+            return
+        log.warning(
+            "study %s: series %s has %d instances now, but job %s (%s) ran on the %d that had "
+            "arrived, so its results cover part of the series; run the study again (Run now) to "
+            "process the whole series",
+            study.study_instance_uid,
+            series_uid,
+            now.instance_count,
+            existing.id,
+            existing.pipeline_name,
+            read,
+            extra={"action": "route", "study_instance_uid": study.study_instance_uid, "job_id": existing.id},
+        )
+
     def _run_rules(self, study_id: str, rules: list[Rule], trigger: JobTrigger) -> list[Job]:
         study = self.summarize(study_id)
         return self._enqueue(study, plan_jobs(study, rules, self.registry, ignore_requirements=True), trigger)
@@ -248,6 +279,7 @@ class Intake:
                 queued.append(job)
             else:
                 self._add_routing(study, planned)
+                self._report_grown_series(study, planned)
         for problem in plan.problems:
             log.warning(
                 "study %s: %s",

@@ -44,6 +44,7 @@ from node.results.seg import (
     order_source_images,
     segment_tracking_uid,
 )
+from node.results.sources import result_sources
 from node.results.sr import build_measurement_report, has_groups
 from node.timing import StageTimer
 
@@ -102,6 +103,8 @@ def build_result_objects(
     # object names a segment's finding the same way.
     tracking_uids = [segment_tracking_uid(seg_instance_uid, n) for n in range(1, len(pipeline.segments) + 1)]
     objects: list[ResultObject] = []
+    # headers the builders can read, however unusual the series' own (node.results.sources)
+    sources = result_sources(inputs.source_images)
 
     def built(kind: ResultKind, dataset: Dataset) -> Dataset:
         identity.stamp(dataset)
@@ -116,13 +119,13 @@ def build_result_objects(
     if wanted & {ResultKind.SR, ResultKind.PLANAR_SR}:
         with timer.stage("outlines"):
             outlines = segment_outlines(inputs.voxels, (inputs.volume.spacing[1], inputs.volume.spacing[2]))
-            ordered = order_source_images(inputs.source_images, inputs.volume)
+            ordered = order_source_images(sources, inputs.volume)
             images = {outline.slice_index: ordered[outline.slice_index] for outline in outlines if outline}
             library = image_library([images[k] for k in sorted(images)])
     if ResultKind.SEG in wanted:
         with timer.stage("seg"):
             seg = build_segmentation(
-                source_images=inputs.source_images,
+                source_images=sources,
                 volume=inputs.volume,
                 segments=pipeline.segments,
                 voxels=inputs.voxels,
@@ -142,7 +145,7 @@ def build_result_objects(
             if has_groups(outlines, inputs.output):
                 with timer.stage("sr"):
                     sr = build_measurement_report(
-                        source_images=inputs.source_images,
+                        source_images=sources,
                         volume=inputs.volume,
                         segmentation=seg,
                         segments=pipeline.segments,
@@ -162,7 +165,7 @@ def build_result_objects(
         if has_outline(outlines):
             with timer.stage("planar-sr"):
                 planar = build_planar_measurement_report(
-                    source_images=inputs.source_images,
+                    source_images=sources,
                     volume=inputs.volume,
                     segments=pipeline.segments,
                     outlines=outlines,
@@ -182,7 +185,7 @@ def build_result_objects(
     if ResultKind.SECONDARY_CAPTURE in wanted:
         with timer.stage("secondary-capture"):
             captures = build_secondary_captures(
-                source_images=inputs.source_images,
+                source_images=sources,
                 volume=inputs.volume,
                 segments=pipeline.segments,
                 voxels=inputs.voxels,

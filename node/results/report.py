@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from node.imaging.volume import Volume
 from node.results.part10 import as_written
 from node.results.seg import DeviceInfo
+from node.results.sources import has_slice_thickness, with_slice_thickness
 
 _CodedConcept = hd.sr.CodedConcept
 
@@ -63,8 +65,30 @@ Group = (
 
 def image_library(images: Sequence[Dataset]) -> Dataset | None:
     """The Image Library (TID 1600) content item of ``images``: built once, placed in both
-    reports (each entry reads its image's geometry, so 100 images take a noticeable time)."""
-    return hd.sr.ImageLibrary(images)[0] if images else None
+    reports (each entry reads its image's geometry, so 100 images take a noticeable time).
+
+    An image without a Slice Thickness (Type 2 in the Image Plane module: empty or absent when
+    unknown) has none in its entry either: the TID 1604 descriptor is optional (U), but highdicom
+    writes it for every cross-sectional image, so such an image is described with a placeholder
+    whose item is then taken out again.
+    """
+    if not images:
+        return None
+    unknown = {str(image.SOPInstanceUID) for image in images if not has_slice_thickness(image)}
+    # the placeholder's value never reaches the report
+    library = hd.sr.ImageLibrary([with_slice_thickness(image, 0.0) for image in images])[0]
+    for group in library.ContentSequence:
+        for entry in group.ContentSequence:
+            if str(entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) in unknown:
+                entry.ContentSequence = [
+                    item for item in entry.ContentSequence if not _names(item, codes.DCM.SliceThickness)
+                ]
+    return library
+
+
+def _names(item: Dataset, concept: Code) -> bool:
+    name = item.ConceptNameCodeSequence[0]
+    return bool(name.CodeValue == concept.value and name.CodingSchemeDesignator == concept.scheme_designator)
 
 
 def measurement_report_document(

@@ -34,6 +34,7 @@ from node.pipeline.base import SegmentSpec
 from node.pipeline.voxels import SegmentVoxels
 from node.results.measure import SegmentMeasurements
 from node.results.seg import AlgorithmInfo, DeviceInfo, order_source_images
+from node.results.sources import has_slice_thickness
 
 #: Series Number (0020,0011) of a new secondary-capture series: the number docs/conformance.md lists.
 DEFAULT_SC_SERIES_NUMBER = 9904
@@ -230,7 +231,6 @@ def _copy_geometry(source: Dataset, image: Dataset) -> None:
         "ImagePositionPatient",
         "ImageOrientationPatient",
         "PixelSpacing",
-        "SliceThickness",
         "SliceLocation",
         "BodyPartExamined",
         "Laterality",
@@ -238,6 +238,8 @@ def _copy_geometry(source: Dataset, image: Dataset) -> None:
     ):
         if keyword in source:
             setattr(image, keyword, source[keyword].value)
+    # Type 2 in the Image Plane module: empty when the source does not say (or says 0)
+    image.SliceThickness = source.SliceThickness if has_slice_thickness(source) else None
     if "PositionReferenceIndicator" not in image:
         image.PositionReferenceIndicator = ""  # Type 2 in the Frame of Reference module
     if not any(keyword in image for keyword in ("Laterality", "ImageLaterality", "BodyPartExamined")):

@@ -33,6 +33,7 @@ from node.results.seg_frames import (
     pack_frames,
     per_frame_functional_groups,
 )
+from node.results.sources import with_slice_thickness
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,12 @@ def build_segmentation(
 
     Raises :class:`~node.errors.InputSeriesError` when a slice's source image is missing.
     """
-    ordered = order_source_images(source_images, volume)
+    # Slice Thickness is Type 1C in the SEG's Pixel Measures (dciodvfy requires it) and highdicom
+    # copies it from the source images; where they do not say, the SEG states the depth of its
+    # own voxels, one slice spacing, as it states Spacing Between Slices
+    ordered = [
+        with_slice_thickness(ds, volume.spacing[0]) for ds in order_source_images(source_images, volume)
+    ]
     descriptions = [
         _segment_description(number, spec, algorithm, sop_instance_uid)
         for number, spec in enumerate(segments, start=1)

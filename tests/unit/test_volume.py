@@ -354,3 +354,57 @@ def test_real_ge_oblique_series_builds() -> None:
         assert np.linalg.norm(affine[:3] @ [k, 0, 0, 1] - position) < 0.2
     assert by_uid[volume.source_instance_uids[0]].InstanceNumber == 1
     assert float(volume.array.max()) > 100.0
+
+
+@pytest.mark.parametrize("spacing", [[0, 0], [0.8, 0], [-0.8, -0.8]], ids=["zero", "one-zero", "negative"])
+def test_pixel_spacing_that_is_not_positive_is_refused_up_front(spacing: list[float]) -> None:
+    datasets = series(3)
+    for ds in datasets:
+        ds.PixelSpacing = spacing
+
+    expected = "\\\\".join(f"{v:g}" for v in spacing)
+    with pytest.raises(
+        InputSeriesError, match=rf"Pixel Spacing \(0028,0030\) is {expected} \(in 3 instances"
+    ):
+        build_volume(datasets)
+
+
+def _localizer(template: pydicom.Dataset, instance_number: int) -> pydicom.Dataset:
+    """A coronal scout stored in the axial series, as CT scanners do."""
+    scout = make_series(stored(1), orientation=CORONAL, origin=(-100.0, 0.0, 100.0))[0]
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SeriesNumber"):
+        setattr(scout, keyword, getattr(template, keyword))
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.InstanceNumber = instance_number
+    return scout
+
+
+def test_localizers_in_the_series_are_left_out_of_the_volume() -> None:
+    slices = series(4, rescale_intercept=0)
+    scouts = [_localizer(slices[0], 100), _localizer(slices[0], 101)]
+
+    volume = build_volume([scouts[0], *slices, scouts[1]])
+
+    assert volume.source_instance_uids == tuple(ds.SOPInstanceUID for ds in slices)
+    assert volume.localizer_instance_uids == (scouts[0].SOPInstanceUID, scouts[1].SOPInstanceUID)
+    assert np.array_equal(volume.array, stored(4).astype(np.float32))
+
+
+def test_a_series_of_localizers_only_is_refused_as_such() -> None:
+    slices = series(2)
+    scouts = [_localizer(slices[0], n) for n in (1, 2)]
+
+    with pytest.raises(InputSeriesError, match="all 2 instances are localizers"):
+        build_volume(scouts)
+
+
+@pytest.mark.parametrize("keyword", ["RescaleSlope", "RescaleIntercept"])
+def test_an_empty_rescale_is_refused_naming_it(keyword: str) -> None:
+    datasets = series(3)
+    setattr(datasets[1], keyword, None)
+
+    with pytest.raises(
+        InputSeriesError,
+        match=rf"instance 2 has Rescale {keyword[7:]} \(0028,105.\) None, which is not a number",
+    ):
+        build_volume(datasets)
