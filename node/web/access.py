@@ -142,6 +142,9 @@ class AccessPolicy:
             operation = self.routes.operation(method, path)
             reads = operation is not None and not operation.write
             changes = "changes the node" if operation is not None else "is no operation that only reads"
+            problem = None if operation is None else body_problem(operation, headers)
+            if problem:
+                return Decision(False, f"{method} {uri}: {problem}")
         else:
             reads = method == "POST" and _READ_ONLY_POSTS.match(path) is not None
             changes = "changes Orthanc"
@@ -166,6 +169,28 @@ class AccessPolicy:
         if problem:
             return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
         return Decision(True, f"{method} {uri}: {who} may store")
+
+
+def body_problem(operation: Operation, headers: Mapping[str, str]) -> str | None:
+    """Why an /ai/ operation must not take this request's body, judged from its headers: the
+    filter runs before Orthanc reads the body, so a body too large never reaches memory."""
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        # Orthanc would take the form apart, call the plug-in once per part without the
+        # request's headers, and answer 200 itself: refused rather than silently lost
+        return "Orthanc splits multipart/form-data bodies; send application/dicom or multipart/related"
+    length = headers.get("content-length")
+    if length is None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return "a chunked body without Content-Length; send Content-Length"
+        return None
+    try:
+        size = int(length)
+    except ValueError:
+        return f"Content-Length {length!r} is not a number"
+    if size > operation.max_body:
+        return f"the body is {size} bytes; this operation takes at most {operation.max_body}"
+    return None
 
 
 def cross_site(headers: Mapping[str, str]) -> str | None:

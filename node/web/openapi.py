@@ -35,9 +35,11 @@ header."""
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _BINARY: dict[str, dict[str, Any]] = {
     "application/dicom": {"type": "string", "contentMediaType": "application/dicom"},
-    "multipart/form-data": {
-        "type": "object",
-        "properties": {"file": {"type": "string", "contentMediaType": "application/dicom"}},
+    # DICOM parts and an optional JSON part ({"rule": ...}), as in a STOW-RS request
+    "multipart/related": {
+        "type": "array",
+        "items": {"type": "string", "contentMediaType": "application/dicom"},
+        "description": 'DICOM parts, and an optional application/json part {"rule": ...}',
     },
 }
 

@@ -36,6 +36,18 @@ class Operation:
     request_media_types: tuple[str, ...] = ("application/json",)
     #: media type of the 200 answer when it is not JSON
     response_media_type: str = "application/json"
+    #: the largest request body it takes, in bytes; the access filter refuses a larger one from
+    #: its Content-Length, before Orthanc reads the body into memory
+    max_body: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        # Orthanc hands a REST callback the query arguments of a GET only: a POST's ?name=value
+        # never reaches the handler, which would silently act as if it were absent.
+        if self.query and self.method not in ("GET", "HEAD"):
+            raise ValueError(
+                f"{self.method} {self.summary!r} declares query parameters {sorted(self.query)}, "
+                "which Orthanc does not pass to a POST, PUT or DELETE: take them in the body or the path"
+            )
 
 
 @dataclass(frozen=True)

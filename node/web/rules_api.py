@@ -8,7 +8,7 @@ which writes its audit entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from node.db.common import to_iso
@@ -18,7 +18,7 @@ from node.rules.book import InvalidImportError, InvalidStoredRuleError, RuleBook
 from node.rules.files import dump_rules
 from node.rules.model import Rule
 from node.web.http import ApiResponse, Request
-from node.web.params import RequestError, answers, flag, json_object, plural
+from node.web.params import RequestError, answers, json_object, plural
 from node.web.routes import Operation, Route
 
 YAML = "application/yaml"
@@ -108,22 +108,40 @@ class RulesApi:
                     ),
                 ),
             ),
-            Route(
-                "/ai/rules/import",
-                (
-                    Operation(
-                        "POST",
-                        answers(self.import_rules),
-                        "Import a YAML rules file: the diff, applied only with dry_run=false",
-                        write=True,
-                        query={
-                            "dry_run": "true (default): only show what would change; false: apply it",
-                            "prune": "true: delete the rules the file does not have (default false)",
-                        },
-                        request_media_types=(YAML, "text/yaml", "text/plain"),
-                        request_schema={"type": "string"},
+            *(
+                Route(
+                    path,
+                    (
+                        Operation(
+                            "POST",
+                            answers(self.importer(apply=apply, prune=prune)),
+                            summary,
+                            write=True,
+                            request_media_types=(YAML, "text/yaml", "text/plain"),
+                            request_schema={"type": "string"},
+                        ),
                     ),
-                ),
+                )
+                for path, apply, prune, summary in (
+                    (
+                        "/ai/rules/import",
+                        False,
+                        False,
+                        "What importing a YAML rules file would change (a dry run)",
+                    ),
+                    (
+                        "/ai/rules/import/apply",
+                        True,
+                        False,
+                        "Import a YAML rules file: add and change its rules, keep the others",
+                    ),
+                    (
+                        "/ai/rules/import/replace",
+                        True,
+                        True,
+                        "Import a YAML rules file as the whole rule set: also delete the rules it lacks",
+                    ),
+                )
             ),
             Route(
                 "/ai/rules/{name}",
@@ -185,15 +203,17 @@ class RulesApi:
             headers={"Content-Disposition": 'attachment; filename="rules.yaml"'},
         )
 
-    def import_rules(self, request: Request) -> ApiResponse:
-        dry_run = flag(request.query, "dry_run", True)
-        prune = flag(request.query, "prune", False)
+    def importer(self, *, apply: bool, prune: bool) -> Callable[[Request], ApiResponse]:
+        """The handler of one of the import paths (a dry run, apply, or apply and prune)."""
+        return lambda request: self.import_rules(request, apply=apply, prune=prune)
+
+    def import_rules(self, request: Request, *, apply: bool, prune: bool) -> ApiResponse:
         try:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError as error:
             raise RequestError(400, "the rules file is not UTF-8 text") from error
         try:
-            done = self.book.import_file(text, apply=not dry_run, prune=prune, actor=request.user)
+            done = self.book.import_file(text, apply=apply, prune=prune, actor=request.user)
         except InvalidImportError as error:
             raise RequestError(422, error.message, problems=problems_json(error.problems)) from error
         return ApiResponse(200, done.to_json())

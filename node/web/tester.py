@@ -1,11 +1,18 @@
 """POST /ai/rules/test: what the rules would do with a study, clause by clause.
 
 The study is one Orthanc already has (``{"study": "<orthanc id>"}``) or DICOM files sent with
-the request (``application/dicom``, or a browser form's ``multipart/form-data``). Either way it
-is seen as routing sees it (the loop guard first: the node's own SEG and SR are never inputs),
-and for every rule — or only the one named by ``?rule=`` — the answer says whether it matches,
-which series it selects, which series each pipeline would run on (or why none), whether the
-study is complete, and each clause's verdict on each subject.
+the request: one file as ``application/dicom``, or several, with the choice of rule, as
+``multipart/related`` (DICOM parts and an optional ``application/json`` part ``{"rule": ...}``,
+the shape of a STOW-RS request). Not ``multipart/form-data``: Orthanc takes a form apart itself,
+hands a plug-in one call per part without the request's headers and answers 200, so a form
+never reaches the tester (the access filter refuses one sent to /ai/). Either way the study is
+seen as routing sees it (the loop guard first: the node's own SEG and SR are never inputs),
+and for every rule — or only the stored rule named by ``"rule": "NAME"`` — the answer says
+whether it matches, which series it selects, which series each pipeline would run on (or why
+none), whether the study is complete, and each clause's verdict on each subject. (A name in
+``?rule=`` would be lost: Orthanc passes no query arguments to a POST.) Uploads are limited to
+:data:`MAX_UPLOAD` bytes, refused by the access filter from Content-Length before Orthanc reads
+the body.
 
 ``POST /ai/rules/test/draft`` does the same for a draft rule sent with the study. It needs the
 admin role: a draft is code the node runs, and its author should be one who may save rules
@@ -43,7 +50,11 @@ from node.web.routes import Operation, Route
 from node.web.rules_api import RulesApi, problems_json
 
 DICOM = "application/dicom"
-MULTIPART = "multipart/form-data"
+MULTIPART = "multipart/related"
+FORM = "multipart/form-data"
+#: the largest upload the tester takes: a few instances' worth (only their headers are read);
+#: test a larger study after storing it in Orthanc
+MAX_UPLOAD = 16 * 1024 * 1024
 
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -96,15 +107,21 @@ class RuleTester:
                     Operation(
                         "POST",
                         answers(self.test),
-                        "Test the stored rules (or ?rule=) on a stored study or uploaded DICOM files",
-                        query={"rule": "test only the stored rule of this name"},
+                        "Test the stored rules (or the one named by rule) on a stored study or DICOM files",
                         request_schema={
                             "type": "object",
-                            "properties": {"study": study},
+                            "properties": {
+                                "study": study,
+                                "rule": {
+                                    "type": "string",
+                                    "description": "test only the stored rule of this name",
+                                },
+                            },
                             "required": ["study"],
                         },
                         request_media_types=("application/json", DICOM, MULTIPART),
                         response_schema=RESULT_SCHEMA,
+                        max_body=MAX_UPLOAD,
                     ),
                 ),
             ),
@@ -114,8 +131,8 @@ class RuleTester:
                     Operation(
                         "POST",
                         answers(self.test_draft),
-                        "Test a draft rule on a stored study or an uploaded DICOM file "
-                        "(a multipart form with a part named rule)",
+                        "Test a draft rule on a stored study or uploaded DICOM files "
+                        "(multipart/related: DICOM parts and a JSON part {rule: {...}})",
                         # not a change, but a draft is code the node runs: only who may save one
                         write=True,
                         request_schema={
@@ -128,38 +145,48 @@ class RuleTester:
                         },
                         request_media_types=("application/json", MULTIPART),
                         response_schema=RESULT_SCHEMA,
+                        max_body=MAX_UPLOAD,
                     ),
                 ),
             ),
         ]
 
     def test(self, request: Request) -> ApiResponse:
-        study, draft = self._read(request)
-        if draft is not None:
+        study, rule = self._read(request)
+        if rule is not None and not isinstance(rule, str):
             raise RequestError(
                 400,
                 "a draft rule is tested with POST /ai/rules/test/draft (admin role); "
-                "this path tests the stored rules",
+                'this path tests the stored rules ("rule": "NAME" picks one)',
             )
-        return self._answer(study, self._rules(request))
+        return self._answer(study, self._rules(rule))
 
     def test_draft(self, request: Request) -> ApiResponse:
         study, draft = self._read(request)
         if draft is None:
             raise RequestError(
                 400,
-                'give the draft rule: {"study": ..., "rule": {...}} as JSON, or a form part named rule',
+                'give the draft rule: {"study": ..., "rule": {...}} as JSON, or a JSON part '
+                '{"rule": {...}} beside the DICOM parts of a multipart/related body',
             )
         return self._answer(study, [_draft(draft)])
 
     def _read(self, request: Request) -> tuple[StudySummary, Any]:
-        """The study to test and the draft rule document sent with it (None if none)."""
+        """The study to test and the ``rule`` sent with it: a stored rule's name, a draft rule
+        document, or None."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type == DICOM:
             return summary_of_files([_read_dicom(request.body, "the request body")]), None
         if media_type == MULTIPART:
-            files, rule_part = _form_parts(request)
-            return summary_of_files(files), rule_part
+            files, options = _related_parts(request)
+            return summary_of_files(files), options.get("rule")
+        if media_type == FORM:
+            # only reached outside Orthanc, which splits forms itself (see the module's doc)
+            raise RequestError(
+                415,
+                f"send the DICOM files as {DICOM} (one) or {MULTIPART} (several, with a JSON part), "
+                f"not {FORM}: Orthanc takes a form apart before the node sees it",
+            )
         body = json_object(request)
         study_id = body.get("study")
         if not isinstance(study_id, str) or not study_id:
@@ -179,8 +206,7 @@ class RuleTester:
             200, {"study": _study_json(study), "results": [self.result(rule, study) for rule in rules]}
         )
 
-    def _rules(self, request: Request) -> list[Rule]:
-        name = request.query.get("rule")
+    def _rules(self, name: str | None) -> list[Rule]:
         if name is not None:
             if self.config.get_rule(name) is None:
                 raise RequestError(404, f"there is no rule named {name!r}")
@@ -285,32 +311,30 @@ def _read_dicom(data: bytes, label: str) -> Dataset:
         raise RequestError(400, f"{label} is not a DICOM file ({error})") from error
 
 
-def _form_parts(request: Request) -> tuple[list[Dataset], Any]:
-    """The file parts of a multipart/form-data body, read as DICOM, and the draft rule of a
-    part named ``rule`` (JSON), if there is one."""
+def _related_parts(request: Request) -> tuple[list[Dataset], dict[str, Any]]:
+    """The DICOM parts of a multipart/related body, read, and its JSON part (``{}`` if none)."""
     head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
     if not message.is_multipart():
-        raise RequestError(400, "the multipart/form-data body could not be read (is the boundary right?)")
+        raise RequestError(400, f"the {MULTIPART} body could not be read (is the boundary right?)")
     files = []
-    rule: Any = None
-    for part in message.walk():
-        if part.get_param("name", header="content-disposition") == "rule":
-            raw = part.get_payload(decode=True)
-            try:
-                rule = json.loads(raw if isinstance(raw, bytes) else b"")
-            except ValueError as error:
-                raise RequestError(400, f"the form's rule part is not JSON: {error}") from error
-            continue
-        if part.get_filename() is None:
-            continue
+    options: dict[str, Any] = {}
+    for number, part in enumerate(message.iter_parts(), start=1):
         payload = part.get_payload(decode=True)
-        files.append(
-            _read_dicom(payload if isinstance(payload, bytes) else b"", f"file {part.get_filename()!r}")
-        )
+        data = payload if isinstance(payload, bytes) else b""
+        if part.get_content_type() == "application/json":
+            try:
+                decoded = json.loads(data)
+            except ValueError as error:
+                raise RequestError(400, f"part {number} is not JSON: {error}") from error
+            if not isinstance(decoded, dict):
+                raise RequestError(400, f'part {number} must be a JSON object, e.g. {{"rule": "NAME"}}')
+            options = decoded
+        else:
+            files.append(_read_dicom(data, f"part {number}"))
     if not files:
-        raise RequestError(400, "the form has no file part; attach a DICOM file")
-    return files, rule
+        raise RequestError(400, f"the {MULTIPART} body has no DICOM part; attach a DICOM file")
+    return files, options
 
 
 def _draft(document: Any) -> Rule:

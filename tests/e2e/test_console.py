@@ -241,6 +241,56 @@ def test_an_admin_routes_a_ct_through_a_new_rule_and_retries_its_failed_delivery
         context.close()
 
 
+def test_the_tester_explains_an_uploaded_file_through_orthanc(
+    browser: Any, console_node: RunningNode, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A file, not a stored study: the upload goes through the real Orthanc, which takes a
+    multipart/form-data body apart itself (the tester sends multipart/related)."""
+    from playwright.sync_api import expect
+
+    context, page, errors = _page(browser, console_node, "admin")
+    screens = Screens(page, tmp_path_factory.mktemp("console-tester"))
+    one_file = next(iter(sorted(_new_ct(tmp_path_factory, "console-upload").folder.glob("*.dcm"))))
+    try:
+        # a draft on the new rule page: its clause fails on the file, with the reason
+        page.goto(f"{console_node.url}/ai/ui/#/rules/new")
+        page.get_by_label("Name", exact=True).fill("upload-draft")
+        page.get_by_label("Condition", exact=True).fill('Modality == "CT" and SliceThickness > 100')
+        page.get_by_role("checkbox", name=re.compile(r"^ct-tissue")).check()
+        page.get_by_label("or a DICOM file").set_input_files(str(one_file))
+        page.get_by_role("button", name="Run test").click()
+        result = page.locator("article[data-rule='upload-draft']")
+        expect(result.locator("h3 .badge")).not_to_have_text("matched")
+        expect(result.locator(".explanation").first).to_contain_text("SliceThickness")
+        screens.take("draft-on-a-file")
+
+        # the stored rules on the rules page, on the same file
+        page.goto(f"{console_node.url}/ai/ui/#/rules")
+        page.get_by_label("or a DICOM file").set_input_files(str(one_file))
+        page.get_by_role("button", name="Run test").click()
+        expect(page.locator("article[data-rule]").first).to_be_visible()
+        expect(page.locator(".test-output")).to_contain_text("fewer than 10 slices")
+        screens.take("stored-rules-on-a-file")
+        assert errors == [], f"errors in the page: {errors}"
+    except Exception:
+        screens.take("failure")
+        raise
+    finally:
+        context.close()
+
+
+def test_a_40_mb_upload_to_the_tester_is_refused_before_orthanc_reads_it(console_node: RunningNode) -> None:
+    body = b"\0" * (40 * 1024 * 1024)
+    answer = console_node.session("admin").post(
+        f"{console_node.url}/ai/rules/test",
+        data=body,
+        headers={"Content-Type": "application/dicom"},
+        timeout=60,
+    )
+    assert answer.status_code == 403
+    assert console_node.session("admin").get(f"{console_node.url}/ai/health", timeout=10).status_code == 200
+
+
 def test_a_viewer_sees_no_edit_controls_and_the_api_refuses_their_changes(
     browser: Any, console_node: RunningNode, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -341,6 +341,35 @@ def test_studies_wait_for_required_series_then_skip_process_or_are_forced(
     assert any(entry["action"] == "force-complete" for entry in admin.call("GET", "/ai/audit"))
 
 
+def test_a_rules_file_is_previewed_then_applied_through_orthanc(shared_node: RunningNode) -> None:
+    # The choice used to be ?dry_run=false, which Orthanc never passes to a POST: an import
+    # over REST was a dry run whatever the client asked.
+    session = shared_node.session("admin")
+    rules_file = (
+        "version: 1\n"
+        "rules:\n"
+        "  - name: imported-ct\n"
+        "    condition: 'Modality == \"CT\"'\n"
+        "    pipelines: [ct-tissue]\n"
+    )
+
+    def send(path: str) -> dict[str, Any]:
+        answer = session.post(
+            f"{shared_node.url}{path}",
+            data=rules_file,
+            headers={"Content-Type": "application/yaml"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert send("/ai/rules/import")["diff"]["added"] == ["imported-ct"]
+    assert session.get(f"{shared_node.url}/ai/rules/imported-ct", timeout=10).status_code == 404
+    assert send("/ai/rules/import/apply")["applied"] is True
+    assert session.get(f"{shared_node.url}/ai/rules/imported-ct", timeout=10).status_code == 200
+    session.delete(f"{shared_node.url}/ai/rules/imported-ct", timeout=10)
+
+
 def test_the_rule_tester_explains_a_stored_study(
     shared_node: RunningNode, ct_sample: Path, new_study
 ) -> None:

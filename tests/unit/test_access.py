@@ -514,3 +514,30 @@ def test_a_user_name_with_a_colon_is_refused(tmp_path) -> None:
 def test_a_missing_credentials_file_says_how_to_create_it(tmp_path) -> None:
     with pytest.raises(ConfigurationError, match=r"does not exist: start the node once"):
         load_credentials(tmp_path / "credentials.json")
+
+
+# Bodies: judged from the headers, before Orthanc reads the body
+
+
+def test_a_body_larger_than_the_operation_takes_is_refused_before_it_is_read() -> None:
+    forty_megabytes = str(40 * 1024 * 1024)
+    decision = _policy().decide("POST", "/ai/rules/test", _headers("ann", content_length=forty_megabytes))
+    assert (decision.allowed, decision.reason) == (
+        False,
+        f"POST /ai/rules/test: the body is {forty_megabytes} bytes; this operation takes at most 1048576",
+    )
+    assert _policy().decide("POST", "/ai/rules/test", _headers("ann", content_length="2000")).allowed
+
+
+def test_a_form_to_the_node_is_refused_since_orthanc_would_take_it_apart() -> None:
+    headers = _headers("admin", content_type="multipart/form-data; boundary=x", content_length="10")
+    decision = _policy().decide("POST", "/ai/rules/test", headers)
+    assert not decision.allowed
+    assert "Orthanc splits multipart/form-data bodies" in decision.reason
+    # Orthanc Explorer's own upload form is Orthanc's business
+    assert _policy().decide("POST", "/instances", headers).allowed
+
+
+def test_a_chunked_body_without_length_is_refused_on_the_node_s_routes() -> None:
+    headers = _headers("admin", transfer_encoding="chunked")
+    assert not _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed

@@ -67,11 +67,11 @@ def test_rule_and_destination_schemas_come_from_the_models(document: dict[str, A
     assert "$defs" not in json.dumps(document["paths"])  # every reference resolves in components
 
 
-def test_the_tester_accepts_json_dicom_and_forms(document: dict[str, Any]) -> None:
+def test_the_tester_accepts_json_dicom_and_multipart_related(document: dict[str, Any]) -> None:
     content = document["paths"]["/ai/rules/test"]["post"]["requestBody"]["content"]
-    assert set(content) == {"application/json", "application/dicom", "multipart/form-data"}
+    assert set(content) == {"application/json", "application/dicom", "multipart/related"}
     draft = document["paths"]["/ai/rules/test/draft"]["post"]
-    assert set(draft["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert set(draft["requestBody"]["content"]) == {"application/json", "multipart/related"}
     assert draft["x-required-role"] == "admin"
     export = document["paths"]["/ai/rules/export"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"application/yaml"}

@@ -23,9 +23,7 @@ export async function request(method, path, {query, body, contentType, accept} =
   const headers = {Accept: accept || 'application/json'};
   const init = {method, headers, credentials: 'same-origin'};
   if (body !== undefined) {
-    if (body instanceof FormData) {
-      init.body = body; // the browser writes the multipart Content-Type with its boundary
-    } else if (body instanceof Blob || body instanceof ArrayBuffer || typeof body === 'string') {
+    if (body instanceof Blob || body instanceof ArrayBuffer || typeof body === 'string') {
       init.body = body;
       headers['Content-Type'] = contentType || 'application/octet-stream';
     } else {

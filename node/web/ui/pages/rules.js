@@ -39,7 +39,8 @@ function importSection() {
   const file = h('input', {type: 'file', accept: '.yaml,.yml,text/yaml'});
   const output = h('div', {'aria-live': 'polite'});
   let text = null;
-  const send = async (dryRun) => request('POST', '/ai/rules/import', {query: {dry_run: String(dryRun)}, body: text, contentType: 'application/yaml'});
+  // Orthanc passes no query to a POST: preview and apply are paths of their own
+  const send = async (dryRun) => request('POST', dryRun ? '/ai/rules/import' : '/ai/rules/import/apply', {body: text, contentType: 'application/yaml'});
   const preview = async () => {
     clear(output);
     if (!file.files.length) return;

@@ -78,6 +78,24 @@ function resultView(result, seriesByKey) {
   );
 }
 
+/** The largest file the tester takes (node/web/tester.py MAX_UPLOAD). */
+const MAX_UPLOAD = 16 * 1024 * 1024;
+
+function megabytes(size) {
+  return `${(size / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** A multipart/related body: an optional JSON part, then the DICOM file; and its Content-Type. */
+function related(file, options) {
+  // getRandomValues, not randomUUID: the latter needs HTTPS or localhost
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
+  const boundary = `ai-node-${random}`;
+  const parts = [];
+  if (options) parts.push(`--${boundary}\r\nContent-Type: application/json\r\n\r\n${JSON.stringify(options)}\r\n`);
+  parts.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, file, `\r\n--${boundary}--\r\n`);
+  return [new Blob(parts), `multipart/related; type="application/dicom"; boundary=${boundary}`];
+}
+
 /**
  * The tester; draft() gives the rule to test (admin only: POST /ai/rules/test/draft), else
  * `stored` names the stored rule to test, else every stored rule is tested.
@@ -99,18 +117,21 @@ export function tester({draft, stored = null, title = 'Test against a study'}) {
         fill(output, h('p', {class: 'muted'}, 'Testing…'));
         try {
           let answer;
-          if (file.files && file.files.length && rule) {
-            // the draft travels with the file, so an unsaved rule can be tested on it too
-            const form = new FormData();
-            form.append('dicom', file.files[0]);
-            form.append('rule', new Blob([JSON.stringify(rule)], {type: 'application/json'}));
-            answer = await post('/ai/rules/test/draft', form);
-          } else if (file.files && file.files.length) {
-            answer = await post('/ai/rules/test', file.files[0], {contentType: 'application/dicom', query: {rule: stored}});
+          const chosen = file.files && file.files.length ? file.files[0] : null;
+          if (chosen && chosen.size > MAX_UPLOAD) {
+            fill(output, errorBox(`The file is ${megabytes(chosen.size)}; the tester takes at most ${megabytes(MAX_UPLOAD)}. Store the study in Orthanc and test it there.`));
+            return;
+          }
+          if (chosen) {
+            // The rule travels with the file as a JSON part of a multipart/related body (the
+            // shape of a STOW-RS request): Orthanc takes a multipart/form-data body apart before
+            // the node sees it, and passes no query arguments to a POST.
+            const [body, contentType] = related(chosen, rule ? {rule} : stored ? {rule: stored} : null);
+            answer = await post(rule ? '/ai/rules/test/draft' : '/ai/rules/test', body, {contentType});
           } else if (select.value && rule) {
             answer = await post('/ai/rules/test/draft', {study: select.value, rule});
           } else if (select.value) {
-            answer = await post('/ai/rules/test', {study: select.value}, {query: {rule: stored}});
+            answer = await post('/ai/rules/test', stored ? {study: select.value, rule: stored} : {study: select.value});
           } else {
             fill(output, errorBox('Pick a stored study or a DICOM file first.'));
             return;
