@@ -258,6 +258,16 @@ class Worker:
                 self.stopping.wait(ORTHANC_DOWN_PAUSE)
         except NodeError as error:
             self._fail(job, str(error), timer)
+        except MemoryError:
+            # outside the model (fetching, building the volume or the results): the series is too
+            # large for this worker's memory; the traceback says where
+            self._fail(
+                job,
+                "the worker ran out of memory while processing the series; give the worker more "
+                "memory, or leave series this large to another node (a rule on the number of slices)",
+                timer,
+                unexpected=True,
+            )
         except Exception as error:  # the job loop is the boundary: one job fails, the worker lives
             self._fail(
                 job,

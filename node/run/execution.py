@@ -136,6 +136,14 @@ def _guarded_run(pipeline: Pipeline, volume: Volume, label: str) -> PipelineResu
             return pipeline.run(volume)
     except NodeError:
         raise
+    except MemoryError as error:
+        # numpy or torch could not allocate on the host: the series is too large for this worker
+        # as it is configured, which an admin can act on; no retry on the same worker would help
+        raise PipelineError(
+            f"{label} ran out of memory on a volume of {' x '.join(map(str, volume.shape))} voxels "
+            f"({volume.array.nbytes / 2**20:.0f} MiB as the pipeline receives it): give the worker "
+            "more memory, or leave series this large to another node (a rule on the number of slices)"
+        ) from error
     except Exception as error:
         if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             _release_cuda_cache()

@@ -24,7 +24,7 @@ from node.cli.pipelines import run_on_folder
 from node.config import Settings
 from node.db.jobs import JobStore, JobTrigger
 from node.delivery.base import Delivered, Destination, TestOutcome
-from node.errors import InputSeriesError, PipelineError
+from node.errors import InputSeriesError, OrthancError, PipelineError
 from node.imaging.series import build_volume
 from node.imaging.volume import Volume
 from node.pipeline.base import (
@@ -109,6 +109,17 @@ def answering(answer: object) -> TwoSegments:
 
 
 # -- failures name the pipeline ----------------------------------------------------------------
+
+
+def test_a_pipeline_out_of_host_memory_fails_with_what_an_admin_can_do():
+    pipeline = answering(MemoryError())
+
+    with pytest.raises(
+        PipelineError,
+        match=r"^Pipeline 'two-segments' 1.0 ran out of memory on a volume of 4 x 5 x 6 voxels \(0 MiB as "
+        r"the pipeline receives it\): give the worker more memory",
+    ):
+        run_pipeline(pipeline, volume())
 
 
 def test_an_exception_in_the_pipeline_becomes_a_pipeline_error_that_names_it():
@@ -452,6 +463,36 @@ def test_a_failing_pipeline_fails_only_its_job_and_the_worker_takes_the_next(
     assert done.status == "done"
     assert done.result["segments"][0]["label"] == "Bone"
     assert [ds.Modality for ds in worker.destination.kept] == ["SEG"]
+
+
+def test_a_worker_out_of_memory_outside_the_model_fails_the_job_and_lives(tmp_path, third_party, ct_series):
+    worker = worker_for(tmp_path, ct_series)
+
+    def too_large(job, pipeline):  # noqa: ARG001 - same signature as fetch_input
+        raise MemoryError
+
+    worker.fetch_input = too_large  # type: ignore[method-assign]
+    job = enqueue(worker.store, "example-bone", "0.1.0")
+    assert worker.run_one()
+    failed = worker.store.get(job)
+    assert failed.status == "failed"
+    assert failed.error.startswith("the worker ran out of memory while processing the series")
+
+
+def test_a_job_whose_orthanc_does_not_answer_goes_back_to_the_queue_uncounted(
+    tmp_path, third_party, ct_series, monkeypatch
+):
+    worker = worker_for(tmp_path, ct_series)
+    monkeypatch.setattr("node.worker.ORTHANC_DOWN_PAUSE", 0.01)
+
+    def orthanc_down(job, pipeline):  # noqa: ARG001 - same signature as fetch_input
+        raise OrthancError("Orthanc at http://127.0.0.1:8042 did not answer GET /studies/x: refused")
+
+    worker.fetch_input = orthanc_down  # type: ignore[method-assign]
+    job = enqueue(worker.store, "example-bone", "0.1.0")
+    assert worker.run_one()
+    released = worker.store.get(job)
+    assert (released.status, released.attempts, released.error) == ("queued", 0, None)
 
 
 def test_the_results_of_a_study_deleted_while_its_job_ran_go_nowhere(tmp_path, third_party, ct_series):
