@@ -12,7 +12,7 @@ from node.db.config_store import ConfigStore, SubjectType
 from node.db.intake_problems import IntakeProblemStore
 from node.db.models import IntakeProblemStatus
 from node.web.http import ApiResponse, Request
-from node.web.params import RequestError, answers, page, path_id
+from node.web.params import RequestError, answers, listing_query, page, path_id
 from node.web.routes import Operation, Route
 
 PROBLEM_SCHEMA = {
@@ -46,13 +46,7 @@ class IntakeApi:
                         "GET",
                         answers(self.list),
                         "Studies routing set aside (retrying, or failed until a Retry), latest first",
-                        query={
-                            "status": "keep one status ("
-                            + ", ".join(status.value for status in IntakeProblemStatus)
-                            + ")",
-                            "limit": "page size, 1-1000 (default 100)",
-                            "offset": "problems to skip",
-                        },
+                        query=listing_query(IntakeProblemStatus, "problems"),
                         response_schema={"type": "array", "items": PROBLEM_SCHEMA},
                     ),
                 ),

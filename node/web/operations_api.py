@@ -13,7 +13,7 @@ from node.db.models import DeliveryStatus
 from node.delivery.queue import DeliveryStore
 from node.web.api import job_audit_details
 from node.web.http import ApiResponse, Request
-from node.web.params import RequestError, answers, page, path_id
+from node.web.params import RequestError, answers, listing_query, page, path_id
 from node.web.routes import Operation, Route
 
 
@@ -32,13 +32,7 @@ class OperationsApi:
                         "GET",
                         answers(self.list_deliveries),
                         "Deliveries of results to destinations, newest first",
-                        query={
-                            "status": "keep one status ("
-                            + ", ".join(status.value for status in DeliveryStatus)
-                            + ")",
-                            "limit": "page size, 1-1000 (default 100)",
-                            "offset": "deliveries to skip",
-                        },
+                        query=listing_query(DeliveryStatus, "deliveries"),
                     ),
                 ),
             ),

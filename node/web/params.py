@@ -7,8 +7,9 @@ through instead of checking a return value at every step.
 
 from __future__ import annotations
 
+import enum
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from node.errors import NodeError
@@ -47,6 +48,15 @@ def page(query: Mapping[str, str], default: int = 100) -> tuple[int, int]:
     if not 1 <= limit <= MAX_PAGE or offset < 0:
         raise RequestError(400, f"limit must be 1-{MAX_PAGE} and offset 0 or more")
     return limit, offset
+
+
+def listing_query(statuses: Iterable[enum.Enum], noun: str) -> dict[str, str]:
+    """The query parameters of a listing by status, for the route table: status, limit, offset."""
+    return {
+        "status": f"keep one status ({', '.join(str(status.value) for status in statuses)})",
+        "limit": f"page size, 1-{MAX_PAGE} (default 100)",
+        "offset": f"{noun} to skip",
+    }
 
 
 def json_object(request: Request) -> dict[str, Any]:

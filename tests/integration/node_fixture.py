@@ -51,6 +51,24 @@ def wait_until_ready(
         time.sleep(interval)
 
 
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 120,
+    node: RunningNode | None = None,
+    interval: float = 0.2,
+) -> Any:
+    """``check()`` once it is truthy (a Response is falsy for an error status: wrap it), else an
+    AssertionError naming ``what`` with the tail of ``node``'s logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s" + (f"\n{node.console_tail()}" if node else ""))
+
+
 def answers_http(
     url: str, auth: tuple[str, str] | None = None, verify: str | bool = True, *, also: tuple[int, ...] = ()
 ) -> bool:

@@ -16,33 +16,19 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from node.failpoints import DIRECTORY_VARIABLE
-from tests.integration.node_fixture import RunningNode
+from tests.integration.node_fixture import RunningNode, wait_for
 
 pytestmark = pytest.mark.integration
 
 #: what each study ends with, in Orthanc: the default results of ct-tissue
 RESULTS = ["SEG", "SR"]
-
-
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float = 120, node: RunningNode | None = None
-) -> Any:
-    """``check()`` once it is truthy (a Response is falsy for an error status: wrap it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s" + (f"\n{node.console_tail()}" if node else ""))
 
 
 def result_modalities(node: RunningNode, study_uid: str) -> list[str]:

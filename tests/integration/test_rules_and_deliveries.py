@@ -19,7 +19,7 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from tests.integration.node_fixture import RunningNode, free_port
+from tests.integration.node_fixture import RunningNode, free_port, wait_for
 from tests.integration.peers import (
     PASSWORD,
     PeerOrthanc,
@@ -68,13 +68,7 @@ class Admin:
         return dict(self.call("GET", f"/ai/jobs/{job_id}"))
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = check()
-            if found:
-                return found
-            time.sleep(0.5)
-        raise AssertionError(f"{what}: not within {timeout} s\n{self.node.console_tail()}")
+        return wait_for(what, check, timeout, self.node, interval=0.5)
 
 
 def dicom_destination(name: str, port: int, ae_title: str = "REMOTE") -> dict[str, Any]:

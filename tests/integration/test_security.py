@@ -106,13 +106,19 @@ def test_a_study_sent_over_dicom_tls_by_an_allowed_caller_is_processed(
     assert job["status"] == "done", job
 
 
+def one_instance(sample: Path, folder: Path) -> Path:
+    """A folder holding the first instance of ``sample``: enough for a store to be refused."""
+    one = folder / "one"
+    one.mkdir()
+    shutil.copy(sorted(sample.iterdir())[0], one)
+    return one
+
+
 def test_a_caller_not_on_the_allow_list_is_refused(
     secure_node: RunningNode, certificates: dict[str, CertificatePair], ct_sample: Path, tmp_path: Path
 ) -> None:
     before = instance_count(secure_node)
-    one = tmp_path / "one"
-    one.mkdir()
-    shutil.copy(sorted(ct_sample.iterdir())[0], one)
+    one = one_instance(ct_sample, tmp_path)
     sent = storescu(secure_node, one, calling_aet="CT-STRANGER", tls=certificates["modality"])
     # Orthanc accepts the association, then refuses the request itself ("Rejected Store
     # request from remote DICOM modality"), which storescu reports as a failed store
@@ -124,9 +130,7 @@ def test_plain_dicom_and_unknown_certificates_are_refused(
     secure_node: RunningNode, certificates: dict[str, CertificatePair], ct_sample: Path, tmp_path: Path
 ) -> None:
     before = instance_count(secure_node)
-    one = tmp_path / "one"
-    one.mkdir()
-    shutil.copy(sorted(ct_sample.iterdir())[0], one)
+    one = one_instance(ct_sample, tmp_path)
     assert storescu(secure_node, one, calling_aet=ALLOWED_AET).returncode != 0
     assert storescu(secure_node, one, calling_aet=ALLOWED_AET, tls=certificates["stranger"]).returncode != 0
     assert instance_count(secure_node) == before
