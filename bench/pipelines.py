@@ -57,7 +57,7 @@ def child(args: argparse.Namespace) -> None:
     from node.results.seg import DeviceInfo
     from node.run.device import runtime_resolver
     from node.run.warm import WarmPipelines
-    from node.timing import StageTimer
+    from node.support.timing import StageTimer
 
     datasets = [pydicom.dcmread(p) for p in sorted(Path(args.series).iterdir()) if p.is_file()]
     volume = build_volume(datasets)

@@ -145,7 +145,7 @@ def node_path(datasets, volume, label_map, segments, folder: Path, seconds: dict
     from node.pipeline.base import Pipeline, PipelineResult, SeriesCriteria
     from node.results.identity import ResultIdentity
     from node.results.seg import DeviceInfo
-    from node.timing import StageTimer
+    from node.support.timing import StageTimer
 
     class WholeBody(Pipeline):
         name, version, description = "bench-whole-body", "1.0.0", "answers the synthetic label map"

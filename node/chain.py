@@ -19,7 +19,6 @@ from datetime import timedelta
 from pydicom.dataset import Dataset
 
 from node.config import ResultKind, SegmentationKind
-from node.failpoints import failpoint
 from node.imaging.volume import Volume
 from node.pipeline.base import Pipeline, PipelineResult
 from node.pipeline.voxels import SegmentVoxels
@@ -30,7 +29,8 @@ from node.results.products import ResultInputs, build_result_objects
 from node.results.seg import DeviceInfo
 from node.results.validate import ValidationReport, require_valid
 from node.run.execution import run_pipeline
-from node.timing import StageTimer
+from node.support.failpoints import failpoint
+from node.support.timing import StageTimer
 
 #: validators running at once: they wait on dciodvfy processes, which the cores share
 _VALIDATORS = 4

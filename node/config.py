@@ -268,7 +268,7 @@ PositiveDuration = Annotated[timedelta, AfterValidator(_positive_duration)]
 
 
 class RetrySettings(_Strict):
-    """How something that failed is tried again (see :mod:`node.retry`)."""
+    """How something that failed is tried again (see :mod:`node.support.retry`)."""
 
     #: attempts, the first included, before it stays failed until someone retries it
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8

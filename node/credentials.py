@@ -30,7 +30,7 @@ from pathlib import Path
 
 from node.config import Settings
 from node.errors import ConfigurationError
-from node.private import write_private
+from node.support.private import write_private
 
 FILE_NAME = "credentials.json"
 ADMIN_USER = "admin"

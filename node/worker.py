@@ -38,7 +38,6 @@ from node.delivery.queue import Delivery, DeliveryStore
 from node.delivery.sender import DeliverySender
 from node.delivery.staging import ResultFiles
 from node.errors import InputStudyError, NodeError, OrthancError, PipelineError
-from node.failpoints import failpoint
 from node.fetch.series import fetch_series
 from node.imaging.series import build_volume
 from node.logs import job_context
@@ -51,7 +50,8 @@ from node.run.device import claimable_pipelines, runtime_resolver
 from node.run.execution import PipelineTimeoutError, exit_worker
 from node.run.warm import WarmPipelines
 from node.study.series import count_text
-from node.timing import StageTimer
+from node.support.failpoints import failpoint
+from node.support.timing import StageTimer
 
 log = logging.getLogger(__name__)
 

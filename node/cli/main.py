@@ -31,7 +31,7 @@ from node.credentials import (
 )
 from node.errors import ConfigurationError, NodeError
 from node.logs import ContextFormatter
-from node.private import use_private_umask
+from node.support.private import use_private_umask
 
 
 def _settings(args: argparse.Namespace) -> Settings:

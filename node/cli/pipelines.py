@@ -46,7 +46,7 @@ from node.run.execution import check_input_series
 from node.run.warm import WarmPipelines
 from node.study.criteria import select_series
 from node.study.series import SeriesSummary
-from node.timing import StageTimer
+from node.support.timing import StageTimer
 
 #: the stages of `pipelines run` after reading the files, as the progress bar names them
 RUN_STAGES = ("volume", "load", "chain", "write")

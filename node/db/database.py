@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, make_url
 
 from node.db.errors import DatabaseSchemaError
 from node.errors import ConfigurationError
-from node.private import PRIVATE_FILE, restrict
+from node.support.private import PRIVATE_FILE, restrict
 
 logger = logging.getLogger(__name__)
 

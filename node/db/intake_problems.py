@@ -20,7 +20,7 @@ from sqlalchemy import Engine, Row, Table, delete, func, select, update
 from node.db.common import database_now, require_page, require_text, to_iso, upsert_statement
 from node.db.database import WRITE
 from node.db.models import IntakeProblemRow, IntakeProblemStatus
-from node.retry import next_attempt_delay
+from node.support.retry import next_attempt_delay
 
 PROBLEMS = cast(Table, IntakeProblemRow.__table__)
 

@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from node.errors import ConfigurationError
-from node.private import create_private, restrict
+from node.support.private import create_private, restrict
 
 log = logging.getLogger(__name__)
 

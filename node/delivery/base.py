@@ -3,7 +3,7 @@
 A destination sends a job's result datasets and can test its connection. ``send`` either
 delivers every dataset or raises :class:`~node.errors.DeliveryError` with a message an admin can
 act on; sending the same SOP Instance UIDs again is harmless, so a failed delivery is simply
-retried (see :mod:`node.retry`). ``test`` never raises for a failure of the peer:
+retried (see :mod:`node.support.retry`). ``test`` never raises for a failure of the peer:
 it reports it.
 """
 

@@ -222,7 +222,7 @@ class DeliveryStore:
         """Record that an attempt of a delivery ``worker_id`` holds failed with ``error``.
 
         With attempts left, the delivery is pending again, due ``backoff(attempts)`` from now
-        (e.g. :func:`node.retry.next_attempt_delay`); without, it is ``failed``
+        (e.g. :func:`node.support.retry.next_attempt_delay`); without, it is ``failed``
         until someone retries it.
         Raises :class:`LeaseLostError` if the worker no longer holds it.
         """

@@ -29,7 +29,7 @@ from node.delivery.queue import Delivery, DeliveryStore
 from node.delivery.staging import ResultFiles
 from node.errors import DeliveryError, NodeError
 from node.orthanc.client import OrthancClient
-from node.retry import next_attempt_delay
+from node.support.retry import next_attempt_delay
 
 log = logging.getLogger(__name__)
 

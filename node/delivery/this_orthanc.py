@@ -9,9 +9,9 @@ from pydicom.dataset import Dataset
 from node.delivery.base import Delivered, Destination, TestOutcome
 from node.delivery.config import ThisOrthancConfig
 from node.errors import OrthancError
-from node.failpoints import failpoint
 from node.orthanc.client import OrthancClient
 from node.results.part10 import part10_bytes
+from node.support.failpoints import failpoint
 
 
 class ThisOrthancDestination(Destination):

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from node.db.jobs import JobTrigger
 from node.errors import OrthancError
-from node.failpoints import failpoint
+from node.support.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 

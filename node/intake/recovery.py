@@ -23,9 +23,9 @@ from node.db.intake_problems import IntakeProblem, IntakeProblemStore
 from node.db.jobs import JobTrigger
 from node.db.models import IntakeProblemStatus
 from node.errors import NodeError, OrthancError
-from node.failpoints import failpoint
 from node.intake.handoff import Intake
 from node.study.summary import StudySummary
+from node.support.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 

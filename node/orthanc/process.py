@@ -26,7 +26,7 @@ from node.errors import ConfigurationError, OrthancError
 from node.orthanc import civetweb_tls
 from node.orthanc.ports import require_free_ports
 from node.orthanc.tls import check_pair, write_orthanc_pem
-from node.private import make_private_dir, restrict, write_private
+from node.support.private import make_private_dir, restrict, write_private
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _allowed_callers(settings: Settings) -> dict[str, Any]:
 
 def write_runtime_files(settings: Settings) -> dict[str, Path]:
     """Write Orthanc's configuration and the node's resolved settings into the data folder,
-    all readable by the node's account only (see :mod:`node.private`)."""
+    all readable by the node's account only (see :mod:`node.support.private`)."""
     paths = runtime_paths(settings)
     make_private_dir(paths["data"])
     for key in ("storage", "index", "logs"):

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.errors import ConfigurationError
-from node.private import write_private
+from node.support.private import write_private
 
 #: the names every self-signed certificate carries: the node's own clients connect to 127.0.0.1
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -46,7 +46,7 @@ from node.results.seg import (
 )
 from node.results.sources import result_sources
 from node.results.sr import build_measurement_report, has_groups
-from node.timing import StageTimer
+from node.support.timing import StageTimer
 
 log = logging.getLogger(__name__)
 

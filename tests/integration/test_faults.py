@@ -3,7 +3,7 @@ under the node's feet. After each, the node is healthy again, the other studies 
 and every routed study ends with exactly one set of results or one failed job whose reason a
 PACS admin understands (docs/reliability.md lists the cases).
 
-A worker is killed *in* a stage by holding it at a named point (:mod:`node.failpoints`): the
+A worker is killed *in* a stage by holding it at a named point (:mod:`node.support.failpoints`): the
 test waits for the point's marker, kills the pid written in it, and the restarted worker
 passes the point and finishes the job.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from node.failpoints import DIRECTORY_VARIABLE
+from node.support.failpoints import DIRECTORY_VARIABLE
 from tests.integration.node_fixture import RunningNode, wait_for
 
 pytestmark = pytest.mark.integration

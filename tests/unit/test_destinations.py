@@ -22,7 +22,7 @@ from node.delivery.dicom import (
 )
 from node.delivery.kinds import from_config
 from node.orthanc.client import OrthancClient
-from node.retry import next_attempt_delay
+from node.support.retry import next_attempt_delay
 
 ADAPTER: TypeAdapter[Any] = TypeAdapter(DestinationConfig)
 DICOM = {"type": "dicom", "name": "PACS", "ae_title": "PACS", "host": "pacs.example.org", "port": 104}

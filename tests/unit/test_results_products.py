@@ -25,7 +25,7 @@ from node.results.part10 import ResultObject
 from node.results.products import ResultInputs, build_result_objects
 from node.results.seg import DeviceInfo
 from node.results.validate import require_valid
-from node.timing import StageTimer
+from node.support.timing import StageTimer
 from tests.factories import make_series
 from tests.pixelmed import pixelmed_available, validate_sr
 from tests.requirements import require_or_skip
