@@ -6,19 +6,20 @@ AI_NODE := $(VENV)/bin/ai-node
 STUDY ?= ct
 # Debian 12 packages the node needs: Orthanc with its Python and DICOMweb plugins, DCMTK,
 # the sample data (a head CT and a T1 brain MR), venv, iproute2 (`ss` names what holds a busy
-# port), PostgreSQL (the job database for many workers; its tests start a throwaway cluster),
+# port), PostgreSQL (the job database for many workers; its tests start a throwaway cluster)
+# with orthanc-postgresql (several Orthancs of a cluster share one index and storage),
 # Chromium (the browser tests drive OHIF in it, headless, through Playwright), PixelMed with a
 # JRE (the second SR validator), DejaVu fonts (text burned into secondary captures) and gcc
 # (builds, once, the library Orthanc's HTTPS needs on Debian 12: node/orthanc/civetweb_tls.py).
 APT_PACKAGES := orthanc orthanc-python orthanc-dicomweb dcmtk invesalius-examples mricron-data \
-                python3-venv python3-dev postgresql iproute2 chromium \
+                python3-venv python3-dev postgresql orthanc-postgresql iproute2 chromium \
                 pixelmed-apps default-jre-headless fonts-dejavu-core gcc
 # Tools that may come from elsewhere than Debian (e.g. NodeSource's nodejs bundles npm and
 # conflicts with Debian's npm package): installed from Debian only when the command is missing.
 APT_COMMANDS := npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages venv demo run start stop users viewer test test-unit test-integration bench bench-pipelines lint clean
+.PHONY: setup system-packages venv demo cluster-demo run start stop users viewer test test-unit test-integration bench bench-pipelines lint clean
 
 setup: system-packages venv
 
@@ -51,6 +52,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg
 demo: setup
 	$(AI_NODE) demo --study $(STUDY)
 
+# A multi-host node on this machine (a throwaway PostgreSQL, two Orthancs, three workers, no
+# shared files), a burst of CT studies, studies per minute and where each went: docs/scaling.md.
+cluster-demo: setup
+	$(PY) -m node.devtools.cluster_demo --studies $(or $(STUDIES),12)
+
 run: setup
 	$(AI_NODE) run
 
@@ -81,6 +87,7 @@ test-integration: setup
 # docs/benchmarks.md: a CT job end to end through a real node, then the result path at the size
 # of a whole-body model (300 x 512^2 CT, 100 and 5 segments) against highdicom and the floor
 bench: setup
+	$(PY) bench/cluster.py --studies 8 --write docs/benchmarks.md
 	$(PY) bench/e2e.py --runs 3 --write docs/benchmarks.md
 	$(PY) bench/results.py --runs 3 --write docs/benchmarks.md
 

@@ -140,6 +140,50 @@ class OrthancSettings(_Strict):
         return self
 
 
+class ClusterOrthancSettings(_Strict):
+    """How the workers of a host that runs no Orthanc reach the cluster's (``cluster.orthanc``):
+    docs/scaling.md. A host that runs Orthanc reaches its own at 127.0.0.1."""
+
+    #: the Orthancs' base URLs (http:// or https://), tried in turn when one does not answer;
+    #: one behind a load balancer is enough
+    urls: Annotated[list[Annotated[str, Field(pattern=r"^https?://[^/\s]+")]], Field(min_length=1)]
+    #: a user with the ``worker`` role on those Orthancs (``ai-node users add NAME --role worker``
+    #: on an Orthanc host), and the file holding its password (mode 600)
+    user: str
+    password_file: Path
+    #: for https URLs: the certificates to trust (the Orthancs' own, or their CA); default: the
+    #: system's CAs
+    trusted_certificates: Path | None = None
+
+
+class PostgresIndexSettings(_Strict):
+    """Orthanc's index and storage in PostgreSQL (Debian ``orthanc-postgresql``), so that
+    several Orthancs serve one archive and no host needs a shared disk."""
+
+    host: str = "127.0.0.1"
+    port: Port = 5432
+    database: str
+    user: str
+    #: the file holding the user's password (mode 600); None: no password (trust, or a socket)
+    password_file: Path | None = None
+    #: DICOM files in PostgreSQL too (large objects); False keeps them in DATA_DIR, which then
+    #: must be shared between the Orthancs
+    storage: bool = True
+
+
+class ClusterSettings(_Strict):
+    """What a host of a multi-host node runs and how it reaches the others (docs/scaling.md)."""
+
+    #: ``all`` (one machine: Orthanc and workers), ``orthanc`` (Orthanc with the plug-in, no
+    #: workers), ``worker`` (workers only; needs ``orthanc`` below and a PostgreSQL
+    #: ``database_url``); ``ai-node run --role`` overrides it
+    role: Literal["all", "orthanc", "worker"] = "all"
+    #: for a worker host: the cluster's Orthancs
+    orthanc: ClusterOrthancSettings | None = None
+    #: for an Orthanc host of a cluster: the index and storage every Orthanc shares
+    orthanc_index: PostgresIndexSettings | None = None
+
+
 class WorkerSettings(_Strict):
     count: Annotated[int, Field(ge=0, le=64)] = 1
     #: a job whose worker stopped heartbeating is claimed again after this long
@@ -332,7 +376,22 @@ class Settings(_Strict):
     delivery: DeliveryRetrySettings = DeliveryRetrySettings()
     #: retries of studies whose routing failed, and the follower's allowed lag
     intake: IntakeSettings = IntakeSettings()
+    #: several hosts: which processes this one runs, how workers reach Orthanc, the shared index
+    cluster: ClusterSettings = ClusterSettings()
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _a_worker_host_reaches_the_cluster(self) -> Settings:
+        if self.cluster.role != "worker":
+            return self
+        problems = []
+        if self.cluster.orthanc is None:
+            problems.append("cluster.orthanc (the Orthancs' URLs, and a user with the worker role)")
+        if not (self.database_url or "").startswith("postgresql"):
+            problems.append("a PostgreSQL database_url (the job database every host shares)")
+        if problems:
+            raise ValueError("cluster.role worker (a host without Orthanc) needs " + " and ".join(problems))
+        return self
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -354,7 +413,20 @@ class Settings(_Strict):
         return self.pipeline_settings.get(name, PipelineSettings())
 
     @property
+    def orthanc_urls(self) -> list[str]:
+        """Where this host's workers and commands reach Orthanc: the cluster's Orthancs for a
+        worker host, else this host's own."""
+        if self.cluster.role == "worker" and self.cluster.orthanc is not None:
+            return [url.rstrip("/") for url in self.cluster.orthanc.urls]
+        return [self.local_orthanc_url]
+
+    @property
     def orthanc_url(self) -> str:
+        return self.orthanc_urls[0]
+
+    @property
+    def local_orthanc_url(self) -> str:
+        """This host's own Orthanc (which a worker host does not run)."""
         scheme = "http" if self.orthanc.https is None else "https"
         return f"{scheme}://127.0.0.1:{self.orthanc.http_port}"
 
@@ -362,6 +434,9 @@ class Settings(_Strict):
     def orthanc_trust(self) -> str | bool:
         """What the node's own HTTPS clients verify its certificate against (requests'
         ``verify``): the file configured, never "don't verify"."""
+        if self.cluster.role == "worker" and self.cluster.orthanc is not None:
+            trusted = self.cluster.orthanc.trusted_certificates
+            return True if trusted is None else str(trusted)
         https = self.orthanc.https
         if https is None:
             return True

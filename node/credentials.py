@@ -49,6 +49,9 @@ class Role(StrEnum):
     #: may store studies over HTTP (STOW-RS, Orthanc's POST /instances) and nothing else: the
     #: account a modality or PACS pushes with, which cannot read what others sent
     SENDER = "sender"
+    #: a worker host's account on the cluster's Orthancs: reads studies, stores results (POST
+    #: /instances) and nothing else (docs/scaling.md)
+    WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -261,8 +264,30 @@ class CredentialsFile:
 def service_auth(settings: Settings) -> tuple[str, str] | None:
     """Basic-auth pair of the node's service user, for the node's own HTTP clients; None when
     authentication is off and there is no credentials file."""
+    remote = settings.cluster.orthanc
+    if settings.cluster.role == "worker" and remote is not None:
+        # a worker host has no Orthanc and no credentials file: its own user, given to it
+        return (remote.user, read_password_file(remote.password_file))
     credentials = _internal_credentials(settings)
     return None if credentials is None else credentials.service.basic_auth()
+
+
+def read_password_file(path: Path) -> str:
+    """A password kept in a file of its own (the first line), refused if others may read it."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the password file {path}: {error.strerror}") from error
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"the password file {path} may be read by other accounts (mode {mode & 0o777:o}); "
+            f"make it private: chmod 600 {path}"
+        )
+    password = text.splitlines()[0].strip() if text.strip() else ""
+    if not password:
+        raise ConfigurationError(f"the password file {path} is empty")
+    return password
 
 
 def viewer_auth(settings: Settings) -> tuple[str, str] | None:

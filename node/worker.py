@@ -36,7 +36,7 @@ from node.db.models import DeliveryStatus
 from node.db.secrets import SecretBox
 from node.delivery.queue import Delivery, DeliveryStore
 from node.delivery.sender import DeliverySender
-from node.delivery.staging import ResultFiles
+from node.delivery.staging import result_store
 from node.errors import InputStudyError, NodeError, OrthancError, PipelineError
 from node.fetch.series import fetch_series
 from node.imaging.series import build_volume
@@ -142,7 +142,7 @@ class Worker:
             config=ConfigStore(
                 self.store.engine, secrets=SecretBox.from_key_file(settings.resolved_secrets_key_file)
             ),
-            files=ResultFiles(settings.resolved_data_dir / "results"),
+            files=result_store(settings, self.store.engine),
             orthanc=self.orthanc,
             retry=settings.delivery,
             lease_seconds=settings.worker.lease.total_seconds(),

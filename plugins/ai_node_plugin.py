@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
 
 import orthanc
 
@@ -21,7 +22,7 @@ _SETTINGS = json.loads(orthanc.GetConfiguration()).get("AINode", {})
 # Orthanc embeds Debian's python3.11; the node's packages live in its virtualenv.
 sys.path[:0] = [_SETTINGS["ProjectRoot"], _SETTINGS["SitePackages"]]
 
-from node.cli.supervisor import RESTARTS_KEY  # noqa: E402
+from node.cli.supervisor import RESTARTS_PREFIX, restarts_key  # noqa: E402
 from node.config import load_settings  # noqa: E402
 from node.credentials import CredentialsFile, credentials_path  # noqa: E402
 from node.db.config_store import ConfigStore  # noqa: E402
@@ -31,8 +32,9 @@ from node.db.intake_problems import IntakeProblemStore  # noqa: E402
 from node.db.jobs import JobStore  # noqa: E402
 from node.db.secrets import SecretBox  # noqa: E402
 from node.errors import OrthancError  # noqa: E402
-from node.intake.changes import ChangeFollower  # noqa: E402
+from node.intake.changes import CURSOR_KEY, ChangeFollower, follower_lag  # noqa: E402
 from node.intake.handoff import Intake  # noqa: E402
+from node.intake.leader import RoutingLeadership  # noqa: E402
 from node.intake.recovery import IntakeRecovery  # noqa: E402
 from node.logs import ContextFormatter  # noqa: E402
 from node.orthanc import storage_cap  # noqa: E402
@@ -119,6 +121,8 @@ class _Plugin:
         self.stopping = threading.Event()
         self.follower = None
         self.thread = None
+        #: with a PostgreSQL job database, one Orthanc of a cluster routes; the others stand by
+        self.leadership = RoutingLeadership(self.store.engine)
         #: why the follower's last pass failed (the job database unreachable, say); None after
         #: a pass that worked
         self.follower_error = None
@@ -130,10 +134,17 @@ class _Plugin:
         intake = {"follower_alive": alive, "last_error": self.follower_error}
         if not alive:
             problems.append("the change follower is not running: no new study is routed")
-        if self.follower is not None:
-            intake["change_cursor"] = self.follower.cursor
+        intake["routing"] = "leading" if self.leadership.leading else "standby (another Orthanc routes)"
+        if self.follower is not None or not self.leadership.leading:
+            # a standby judges the cluster's routing by the cursor the leading Orthanc stored
+            cursor = (
+                self.follower.cursor
+                if self.follower is not None
+                else int(self.store.get_state(CURSOR_KEY) or 0)
+            )
+            intake["change_cursor"] = cursor
             try:
-                lag = self.follower.lag()
+                lag = follower_lag(_get_json, cursor, datetime.now(UTC))
             except OrthancError as error:
                 problems.append(f"the change follower's lag is unknown: {error}")
             else:
@@ -145,13 +156,19 @@ class _Plugin:
                         f"({lag.changes_behind} changes unread; the limit is {limit.total_seconds():g} s)"
                         + (f": {self.follower_error}" if self.follower_error else "")
                     )
-        restarts = self.store.get_state(RESTARTS_KEY)
+        hosts = {
+            key.removeprefix(RESTARTS_PREFIX): json.loads(value)
+            for key, (value, _) in self.store.states(RESTARTS_PREFIX).items()
+        }
+        here = restarts_key(self.settings).removeprefix(RESTARTS_PREFIX)
         return {
             "orthanc": {"aet": self.settings.orthanc.aet, "dicom_port": self.settings.orthanc.dicom_port},
             "storage": None if self.storage is None else self.storage.state().to_json(),
             "intake": intake,
-            # kept by `ai-node run` (node.cli.supervisor): Orthanc's and the workers' restarts
-            "restarts": None if restarts is None else json.loads(restarts),
+            # kept by `ai-node run` (node.cli.supervisor): Orthanc's and the workers' restarts on
+            # this host, and on the other hosts of a cluster
+            "restarts": hosts.pop(here, None),
+            "restarts_elsewhere": hosts,
             "problems": problems,
         }
 
@@ -209,6 +226,10 @@ class _Plugin:
         stable_age = self.settings.orthanc.stable_age
         while not self.stopping.is_set():
             try:
+                if not self.leadership.lead():
+                    self.follower = None  # another Orthanc of the cluster routes
+                    self.stopping.wait(STANDBY_POLL_S)
+                    continue
                 if self.follower is None:
                     self.follower = ChangeFollower(
                         _get_json, self.recovery.study_ready, self.store, stable_age=stable_age
@@ -242,6 +263,7 @@ class _Plugin:
             self.wake.set()
             if self.thread is not None:
                 self.thread.join(10)
+            self.leadership.release()  # another Orthanc of the cluster takes over at once
         elif change_type in (orthanc.ChangeType.STABLE_STUDY, orthanc.ChangeType.NEW_STUDY):
             self.wake.set()
 
@@ -317,6 +339,9 @@ _METHODS = {
     orthanc.HttpMethod.PUT: "PUT",
     orthanc.HttpMethod.DELETE: "DELETE",
 }
+
+#: how often a standby Orthanc of a cluster tries to take over routing (node.intake.leader)
+STANDBY_POLL_S = 2.0
 
 _plugin = _Plugin()
 orthanc.RegisterOnChangeCallback(_plugin.on_change)

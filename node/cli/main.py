@@ -43,6 +43,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "orthanc.dicom_port": args.dicom_port,
             "orthanc.stable_age": None if args.stable_age is None else timedelta(seconds=args.stable_age),
             "worker.count": args.workers,
+            "cluster.role": getattr(args, "role", None),
         }
     )
 
@@ -67,7 +68,10 @@ def _logging(settings: Settings) -> None:
 
 
 def _prepare_users(settings: Settings) -> None:
-    """Create the node's users on its first start and show the admin password, once."""
+    """Create the node's users on its first start and show the admin password, once. A worker
+    host has none: it runs no Orthanc and logs in to the cluster's with its own user."""
+    if settings.cluster.role == "worker":
+        return
     path = credentials_path(settings)
     _, admin = ensure_credentials(path)
     if admin is not None:
@@ -258,7 +262,8 @@ def _add_users_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
                 choices=[role.value for role in Role],
                 default=Role.VIEWER.value,
                 help="admin: may change anything; viewer: reads only (default); "
-                "sender: may only store studies (STOW-RS)",
+                "sender: may only store studies (STOW-RS); worker: a worker host's account in a "
+                "cluster (reads, stores results)",
             )
         parser.set_defaults(handler=cmd_users)
 
@@ -320,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         command.set_defaults(handler=handler)
         if name == "demo":
             command.add_argument("--study", choices=["ct", "mr"], default="ct", help="sample study to send")
+        if name in ("run", "start"):
+            command.add_argument(
+                "--role",
+                choices=["all", "orthanc", "worker"],
+                help="what this host runs: Orthanc and workers (all, the default), Orthanc only, "
+                "or workers only (a host of a cluster; docs/scaling.md)",
+            )
         if name == "worker":
             add_worker_options(command)
     add_pipelines_command(commands)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,13 +28,18 @@ from node.config import Settings
 from node.db.database import create_engine_for
 from node.db.jobs import JobStore
 from node.errors import NodeError
-from node.orthanc.process import OrthancProcess, runtime_paths
+from node.orthanc.process import OrthancProcess, runtime_paths, write_node_config
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
-#: node_state key of the restart counts /ai/health shows
-RESTARTS_KEY = "supervisor.restarts"
+#: node_state keys of the restart counts /ai/health shows, one per host (see restarts_key)
+RESTARTS_PREFIX = "supervisor.restarts."
+
+
+def restarts_key(settings: Settings) -> str:
+    """This host's key: its name and data folder (the hosts of a cluster demo share a name)."""
+    return f"{RESTARTS_PREFIX}{socket.gethostname()}:{settings.resolved_data_dir}"
 
 
 def restart_delay(restarts: int) -> float:
@@ -81,8 +87,11 @@ class WorkerProcess:
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.role = settings.cluster.role
         self.orthanc = OrthancProcess(settings)
-        self.workers = [WorkerProcess(index) for index in range(settings.worker.count)]
+        #: an Orthanc host of a cluster runs no workers; a worker host no Orthanc
+        workers = 0 if self.role == "orthanc" else settings.worker.count
+        self.workers = [WorkerProcess(index) for index in range(workers)]
         self.stopping = False
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.orthanc_restarts = RestartCount()
@@ -97,13 +106,22 @@ class Supervisor:
         pid_path.parent.mkdir(parents=True, exist_ok=True)
         pid_path.write_text(str(os.getpid()))
         try:
-            self.orthanc.start()
-            log.info(
-                "Orthanc is up: HTTP %s, DICOM AE %s on port %s",
-                self.settings.orthanc_url,
-                self.settings.orthanc.aet,
-                self.settings.orthanc.dicom_port,
-            )
+            if self.role == "worker":
+                write_node_config(self.settings)
+                log.info(
+                    "worker host: %d worker(s) for the Orthancs at %s",
+                    len(self.workers),
+                    ", ".join(self.settings.orthanc_urls),
+                )
+            else:
+                self.orthanc.start()
+                log.info(
+                    "Orthanc is up: HTTP %s, DICOM AE %s on port %s%s",
+                    self.settings.orthanc_url,
+                    self.settings.orthanc.aet,
+                    self.settings.orthanc.dicom_port,
+                    "; no workers on this host (cluster.role orthanc)" if self.role == "orthanc" else "",
+                )
             self._record_restarts()
             return self._watch()
         except NodeError as error:
@@ -120,7 +138,8 @@ class Supervisor:
 
     def _watch(self) -> int:
         while not self.stopping:
-            self._keep_orthanc_alive()
+            if self.role != "worker":
+                self._keep_orthanc_alive()
             for worker in self.workers:
                 self._keep_alive(worker)
             time.sleep(0.2)
@@ -177,7 +196,7 @@ class Supervisor:
         try:
             if self._store is None:
                 self._store = JobStore(create_engine_for(self.settings.resolved_database_url))
-            self._store.set_state(RESTARTS_KEY, counts)
+            self._store.set_state(restarts_key(self.settings), counts)
         except Exception:  # noqa: BLE001 - the counts are for show; a busy database must not stop the node
             log.warning("could not record the restart counts in the job database", exc_info=True)
 

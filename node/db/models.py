@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -243,6 +244,19 @@ class IntakeProblemRow(Base):
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: when a retrying study is tried again; None once it failed for good
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StagedResultRow(Base):
+    """A job's result object, kept until every destination has it, when the hosts of a cluster
+    share no disk (node.delivery.staging): Part 10 bytes, zlib-compressed."""
+
+    __tablename__ = "staged_results"
+
+    job_uid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class NodeStateRow(Base):

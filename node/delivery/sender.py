@@ -26,7 +26,7 @@ from node.delivery.base import Delivered, Destination
 from node.delivery.config import DestinationConfig, ThisOrthancConfig
 from node.delivery.kinds import from_config
 from node.delivery.queue import Delivery, DeliveryStore
-from node.delivery.staging import ResultFiles
+from node.delivery.staging import ResultStore
 from node.errors import DeliveryError, NodeError
 from node.orthanc.client import OrthancClient
 from node.support.retry import next_attempt_delay
@@ -44,7 +44,7 @@ class DeliverySender:
         jobs: JobStore,
         deliveries: DeliveryStore,
         config: ConfigStore,
-        files: ResultFiles,
+        files: ResultStore,
         orthanc: OrthancClient,
         retry: DeliveryRetrySettings,
         lease_seconds: float,

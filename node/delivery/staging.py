@@ -1,15 +1,23 @@
-"""A job's result objects on disk until every destination has them.
+"""A job's result objects kept until every destination has them.
 
 Deliveries are retried on their own schedule, possibly by another worker after a restart, so
-the objects they send must outlive the worker that built them, and the machine too: they are
-written once, straight to their files (:meth:`~node.results.part10.ResultObject.write`), as
-DICOM Part 10 files under ``<data_dir>/results/<job uid>/``, synced to the disk before the job
-is done, and removed when the job's last delivery succeeds. Workers on several hosts must
-share the data folder (docs/architecture.md).
+the objects they send must outlive the worker that built them, and the machine too. Two
+stores, one interface (``write``, ``read``, ``remove``), chosen by the job database
+(:func:`result_store`):
+
+- :class:`ResultFiles`, with SQLite (one host by construction): written once, straight to their
+  files (:meth:`~node.results.part10.ResultObject.write`), as DICOM Part 10 files under
+  ``<data_dir>/results/<job uid>/``, synced to the disk before the job is done;
+- :class:`ResultRows`, with PostgreSQL (hosts that share nothing else, docs/scaling.md): the
+  same bytes, compressed, in the job database (:mod:`node.db.staged`), which every worker of
+  every host reads.
+
+Either way they are removed when the job's last delivery succeeds.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -18,9 +26,12 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from sqlalchemy import Engine
 
+from node.config import Settings
+from node.db.staged import StagedResults
 from node.errors import DeliveryError
-from node.results.part10 import ResultObject
+from node.results.part10 import ResultObject, part10_bytes
 
 
 class ResultFiles:
@@ -70,3 +81,39 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+class ResultRows:
+    """The objects in the job database, for workers on hosts that share no disk."""
+
+    def __init__(self, rows: StagedResults) -> None:
+        self.rows = rows
+
+    def write(self, job_uid: str, objects: Sequence[ResultObject]) -> None:
+        self.rows.write(
+            job_uid,
+            [(str(obj.dataset.SOPInstanceUID), obj.encoded or part10_bytes(obj.dataset)) for obj in objects],
+        )
+
+    def read(self, job_uid: str) -> list[Dataset]:
+        stored = self.rows.read(job_uid)
+        if not stored:
+            raise DeliveryError(
+                "the results of this job are no longer in the job database; re-run the job to "
+                "build and send them again"
+            )
+        return [pydicom.dcmread(io.BytesIO(data)) for data in stored]
+
+    def remove(self, job_uid: str) -> None:
+        self.rows.remove(job_uid)
+
+
+ResultStore = ResultFiles | ResultRows
+
+
+def result_store(settings: Settings, engine: Engine) -> ResultStore:
+    """Files in the data folder with SQLite; rows in the job database with PostgreSQL, whose
+    workers may be on other hosts (docs/scaling.md)."""
+    if engine.dialect.name == "postgresql":
+        return ResultRows(StagedResults(engine))
+    return ResultFiles(settings.resolved_data_dir / "results")

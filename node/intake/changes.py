@@ -93,13 +93,7 @@ class ChangeFollower:
 
     def lag(self) -> FollowerLag:
         """How far behind the follower is now (two small requests to Orthanc)."""
-        last = int(self._get_json("/changes?last")["Last"])
-        behind = max(0, last - self.cursor)
-        if not behind:
-            return FollowerLag(0, None)
-        changes = self._get_json(f"/changes?since={self.cursor}&limit=1").get("Changes", [])
-        logged = _orthanc_time(changes[0].get("Date")) if changes else None
-        return FollowerLag(behind, None if logged is None else max(timedelta(0), self._now() - logged))
+        return follower_lag(self._get_json, self.cursor, self._now())
 
     def _handle(self, change: dict[str, Any]) -> None:
         kind, resource = change["ChangeType"], change["ID"]
@@ -141,6 +135,18 @@ class ChangeFollower:
     def _old_enough(self, last_update: str | None) -> bool:
         updated = _orthanc_time(last_update)
         return updated is None or self._now() - updated >= self._stable_age
+
+
+def follower_lag(get_json: GetJson, cursor: int, now: datetime) -> FollowerLag:
+    """How far ``cursor`` is behind Orthanc's change log: the follower's own, or on a standby
+    Orthanc of a cluster the cursor the routing one stored."""
+    last = int(get_json("/changes?last")["Last"])
+    behind = max(0, last - cursor)
+    if not behind:
+        return FollowerLag(0, None)
+    changes = get_json(f"/changes?since={cursor}&limit=1").get("Changes", [])
+    logged = _orthanc_time(changes[0].get("Date")) if changes else None
+    return FollowerLag(behind, None if logged is None else max(timedelta(0), now - logged))
 
 
 def _orthanc_time(value: str | None) -> datetime | None:

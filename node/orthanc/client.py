@@ -7,6 +7,8 @@ the Accept-Encoding header (Orthanc gzips each instance otherwise, which made fe
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import requests
@@ -21,15 +23,22 @@ from node.errors import DeliveryError, OrthancError
 class OrthancClient:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         auth: tuple[str, str] | None = None,
         timeout: float = 60,
         verify: str | bool = True,
     ) -> None:
-        """``verify``: requests' certificate check of an https URL: True (the system's CAs) or
-        the file of certificates to trust (the node's own, self-signed); never off."""
-        self.base_url = base_url.rstrip("/")
+        """``base_url``: one Orthanc, or several that serve one archive (a cluster, docs/scaling.md),
+        tried in turn when one does not answer. ``verify``: requests' certificate check of an
+        https URL: True (the system's CAs) or the file of certificates to trust (the node's own,
+        self-signed); never off."""
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("an Orthanc client needs at least one URL")
+        self.base_urls = [url.rstrip("/") for url in urls]
+        #: the Orthanc that answered last, asked first
+        self.base_url = self.base_urls[0]
         self.timeout = timeout
         # given with every request: requests lets $REQUESTS_CA_BUNDLE override a session's own
         # ``verify`` (psf/requests#3829), which would refuse the node's self-signed certificate
@@ -39,13 +48,17 @@ class OrthancClient:
         # Reads are safe to retry, and worth it: Orthanc closes idle keep-alive connections
         # after KeepAliveTimeout (a request racing that close gets "connection aborted"), and
         # a crashed Orthanc is back within seconds (node.cli.supervisor), so a worker's fetch
-        # waits for it (0.5 s, 1 s, 2 s ... up to about 40 s) rather than failing its job.
-        # Stores are not retried here (the delivery's own backoff owns that decision).
+        # waits for it (0.5 s, 1 s, 2 s ... up to about 40 s) rather than failing its job. With
+        # several Orthancs, each is given one quick retry and the next one is asked instead:
+        # another Orthanc of the cluster answers at once. Stores are not retried on one Orthanc
+        # (the delivery's own backoff owns that), but go to the next when one refuses the
+        # connection (nothing was sent; storing an instance twice keeps one copy anyway).
+        single = len(self.base_urls) == 1
         retry = Retry(
-            total=8,
-            connect=8,
+            total=8 if single else 1,
+            connect=8 if single else 1,
             read=2,
-            status=3,
+            status=3 if single else 0,
             status_forcelist={502, 503, 504},
             allowed_methods={"GET"},
             backoff_factor=0.5,
@@ -59,13 +72,11 @@ class OrthancClient:
 
     @classmethod
     def for_node(cls, settings: Settings, *, timeout: float = 60) -> OrthancClient:
-        """A client of this node's Orthanc, authenticated as the node's service user."""
+        """A client of this node's Orthanc (or, on a worker host, the cluster's), authenticated
+        as the node's service user (or the worker host's own user)."""
         return cls(
-            settings.orthanc_url, auth=service_auth(settings), timeout=timeout, verify=settings.orthanc_trust
+            settings.orthanc_urls, auth=service_auth(settings), timeout=timeout, verify=settings.orthanc_trust
         )
-
-    def _url(self, path: str) -> str:
-        return f"{self.base_url}/{path.lstrip('/')}"
 
     def get_json(self, path: str) -> Any:
         response = self._request("GET", path)
@@ -78,15 +89,36 @@ class OrthancClient:
         response = self._request("POST", path, json=payload)
         return response.json() if response.content else None
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The answer of the first Orthanc that answers, the last one that answered first;
+        raises the last connection error when none does."""
+        rounds = 1 if len(self.base_urls) == 1 or method != "GET" else _FAILOVER_ROUNDS
+        error: requests.RequestException | None = None
+        for attempt in range(rounds):
+            if attempt:
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+            for url in sorted(self.base_urls, key=lambda candidate: candidate != self.base_url):
+                try:
+                    response = self.session.request(
+                        method,
+                        f"{url}/{path.lstrip('/')}",
+                        timeout=self.timeout,
+                        verify=self.verify,
+                        **kwargs,
+                    )
+                except requests.ConnectionError as refused:  # this one does not answer: the next
+                    error = refused
+                    continue
+                self.base_url = url
+                return response
+        assert error is not None
+        raise error
+
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            response = self.session.request(
-                method, self._url(path), timeout=self.timeout, verify=self.verify, **kwargs
-            )
+            response = self._send(method, path, **kwargs)
         except requests.RequestException as error:
-            raise OrthancError(
-                f"Orthanc at {self.base_url} did not answer {method} {path}: {error}"
-            ) from error
+            raise OrthancError(f"{self._who()} did not answer {method} {path}: {error}") from error
         if response.status_code >= 400:
             raise OrthancError(
                 f"Orthanc answered {method} {path} with HTTP {response.status_code}: "
@@ -95,27 +127,36 @@ class OrthancClient:
             )
         return response
 
+    def _who(self) -> str:
+        return (
+            f"Orthanc at {self.base_url}"
+            if len(self.base_urls) == 1
+            else f"no Orthanc of {', '.join(self.base_urls)}"
+        )
+
     def instance_file(self, instance_id: str) -> bytes:
         return self.get_bytes(f"/instances/{instance_id}/file")
 
     def store_instance(self, part10: bytes) -> dict[str, Any]:
         """POST a DICOM Part 10 file; returns Orthanc's answer (ID, ParentStudy, Status)."""
         try:
-            response = self.session.post(
-                self._url("/instances"),
-                data=part10,
-                headers={"Content-Type": "application/dicom"},
-                timeout=self.timeout,
-                verify=self.verify,
+            response = self._send(
+                "POST", "/instances", data=part10, headers={"Content-Type": "application/dicom"}
             )
         except requests.RequestException as error:
-            raise DeliveryError(f"could not store a result in Orthanc at {self.base_url}: {error}") from error
+            where = self.base_url if len(self.base_urls) == 1 else ", ".join(self.base_urls)
+            raise DeliveryError(f"could not store a result in Orthanc at {where}: {error}") from error
         if response.status_code >= 400:
             raise DeliveryError(
                 f"Orthanc refused a result with HTTP {response.status_code}: {_orthanc_message(response)}"
             )
         answer: dict[str, Any] = response.json()
         return answer
+
+
+#: rounds over every Orthanc of a cluster before a read gives up (with a growing pause between
+#: rounds: 1 s, 2 s, 4 s, 8 s ... about 40 s in all, as long as one Orthanc's own retries)
+_FAILOVER_ROUNDS = 7
 
 
 def _orthanc_message(response: requests.Response) -> str:

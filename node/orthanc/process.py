@@ -21,7 +21,13 @@ from typing import Any
 import requests
 
 from node.config import Settings, dump_settings
-from node.credentials import Credentials, credentials_path, ensure_credentials, service_auth
+from node.credentials import (
+    Credentials,
+    credentials_path,
+    ensure_credentials,
+    read_password_file,
+    service_auth,
+)
 from node.errors import ConfigurationError, OrthancError
 from node.orthanc import civetweb_tls
 from node.orthanc.ports import require_free_ports
@@ -90,7 +96,45 @@ def render_orthanc_config(settings: Settings, credentials: Credentials) -> dict[
     config["DicomWeb"]["Ssl"] = settings.orthanc.https is not None
     config.update(_dicom_tls(settings))
     config.update(_allowed_callers(settings))
+    config.update(_shared_index(settings))
     return config
+
+
+#: Debian's orthanc-postgresql: the index, and the DICOM files, in PostgreSQL
+POSTGRESQL_PLUGINS = ("libOrthancPostgreSQLIndex.so", "libOrthancPostgreSQLStorage.so")
+
+
+def _shared_index(settings: Settings) -> dict[str, Any]:
+    """The PostgreSQL index (and storage) several Orthancs of a cluster share: ``Lock`` off, so
+    that more than one Orthanc may open it (Orthanc 1.9.2+ with the 4.x plug-in)."""
+    index = settings.cluster.orthanc_index
+    if index is None:
+        return {}
+    folder = settings.orthanc.plugin_folder
+    wanted = POSTGRESQL_PLUGINS if index.storage else POSTGRESQL_PLUGINS[:1]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if missing:
+        raise OrthancError(
+            f"Orthanc plugin(s) {', '.join(missing)} not found in {folder}: install the Debian "
+            "package orthanc-postgresql (`make setup` does)"
+        )
+    plugins = [str(folder / name) for name in PLUGINS + wanted]
+    return {
+        "Plugins": plugins,
+        "PostgreSQL": {
+            "EnableIndex": True,
+            "EnableStorage": index.storage,
+            "Host": index.host,
+            "Port": index.port,
+            "Database": index.database,
+            "Username": index.user,
+            "Password": "" if index.password_file is None else read_password_file(index.password_file),
+            "Lock": False,
+            "IndexConnectionsCount": 2,
+            "MaximumConnectionRetries": 10,
+            "ConnectionRetryInterval": 2,
+        },
+    }
 
 
 def _https(settings: Settings, pem: Path) -> dict[str, Any]:
@@ -151,16 +195,24 @@ def _allowed_callers(settings: Settings) -> dict[str, Any]:
     }
 
 
+def write_node_config(settings: Settings) -> Path:
+    """The node's resolved settings in the data folder, which the workers are started with;
+    readable by the node's account only (it may hold a PostgreSQL password)."""
+    paths = runtime_paths(settings)
+    make_private_dir(paths["data"])
+    paths["logs"].mkdir(parents=True, exist_ok=True)
+    resolved = settings.model_copy(update={"data_dir": paths["data"]})
+    write_private(paths["node_config"], dump_settings(resolved))
+    return paths["node_config"]
+
+
 def write_runtime_files(settings: Settings) -> dict[str, Path]:
     """Write Orthanc's configuration and the node's resolved settings into the data folder,
     all readable by the node's account only (see :mod:`node.support.private`)."""
     paths = runtime_paths(settings)
-    make_private_dir(paths["data"])
-    for key in ("storage", "index", "logs"):
+    write_node_config(settings)
+    for key in ("storage", "index"):
         paths[key].mkdir(parents=True, exist_ok=True)
-    resolved = settings.model_copy(update={"data_dir": paths["data"]})
-    # it may hold a PostgreSQL password (database_url)
-    write_private(paths["node_config"], dump_settings(resolved))
     restrict(paths["credentials"])
     https = settings.orthanc.https
     if https is not None:

@@ -13,6 +13,8 @@ filter runs; the filter then decides by role, and this module is that decision, 
   writes a script sends, so what lacks it is a load, an image or an old browser's form.
 - A ``sender`` may store and do nothing else: STOW-RS (``POST /dicom-web/studies[/{uid}]``) and
   Orthanc's own upload (``POST /instances``, what an Orthanc peer sends). It reads nothing.
+- A ``worker`` (a worker host's account in a cluster) may read and store results
+  (``POST /instances``), nothing else.
 - ``GET``/``HEAD``: any other known user.
 - Every other request changes something unless it is known to only read, and a change needs
   the admin role (a sender's store aside) and must not come from another site (CSRF).
@@ -60,6 +62,8 @@ _READ_ONLY_POSTS = re.compile(
 )
 # What a sender may do: store. STOW-RS to the server or to one study, Orthanc's own upload.
 _STORES = re.compile(r"^/(dicom-web/studies(/[^/]+)?|instances)/?$")
+# What a worker host's user may store: result objects, through Orthanc's upload.
+_WORKER_STORES = re.compile(r"^/instances/?$")
 # Sec-Fetch-Site values of a request the user made on this node's own pages (or typed).
 _OWN_SITE = frozenset({"same-origin", "none"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -135,6 +139,8 @@ class AccessPolicy:
         path = orthanc_path(uri)
         if identity.role is Role.SENDER:
             return self._decide_store(method, uri, path, headers, who)
+        if identity.role is Role.WORKER:
+            return self._decide_worker(method, uri, path, headers, who)
         if method in READS:
             return Decision(True, f"{method} {uri}: {who} may read")
         node = path == "/ai" or path.startswith("/ai/")
@@ -169,6 +175,15 @@ class AccessPolicy:
         if problem:
             return Decision(False, f"{method} {uri}: {problem} (CSRF check)")
         return Decision(True, f"{method} {uri}: {who} may store")
+
+    @staticmethod
+    def _decide_worker(method: str, uri: str, path: str, headers: Mapping[str, str], who: str) -> Decision:
+        # what a worker host does with an Orthanc: read a study, store its results
+        if method in READS:
+            return Decision(True, f"{method} {uri}: {who} may read")
+        if method == "POST" and _WORKER_STORES.match(path) is not None and not cross_site(headers):
+            return Decision(True, f"{method} {uri}: {who} may store results")
+        return Decision(False, f"{method} {uri}: {who} may only read and store results (POST /instances)")
 
 
 def body_problem(operation: Operation, headers: Mapping[str, str]) -> str | None:

@@ -18,8 +18,10 @@ from sqlalchemy import text
 from node.db import Job, JobStatus, JobStore, JobTrigger, create_engine_for, migrate
 from node.db.database import alembic_config
 from node.db.models import Base
+from node.db.staged import StagedResults
 from node.delivery.queue import DeliveryStore
-from tests.integration.postgres import PostgresCluster, PostgresUnavailable, running_cluster
+from node.devtools.postgres import PostgresCluster, PostgresUnavailable, running_cluster
+from node.intake.leader import RoutingLeadership
 from tests.job_processes import (
     claim_in_processes,
     deliver_in_threads,
@@ -218,3 +220,26 @@ def test_delivery_claim_skips_a_delivery_another_transaction_has_locked(database
         other.rollback()
     assert claimed is not None and claimed.id == second.id
     store.close()
+
+
+def test_one_process_routes_at_a_time_and_another_takes_over_when_it_stops(database_url: str) -> None:
+    engine = create_engine_for(database_url)
+    first, second = RoutingLeadership(engine), RoutingLeadership(engine)
+    assert first.lead() and first.leading
+    assert not second.lead() and not second.leading
+    assert first.lead()  # still its own
+    first.release()  # as when its Orthanc stops, or dies and PostgreSQL ends its session
+    assert second.lead()
+    assert not first.lead()
+    second.release()
+
+
+def test_results_kept_in_the_database_read_back_as_written(database_url: str) -> None:
+    rows = StagedResults(create_engine_for(database_url))
+    objects = [("1.2.3.1", b"DICM" + bytes(100_000)), ("1.2.3.2", b"DICM" + b"sr")]
+    rows.write("job-uid-1", objects)
+    assert rows.read("job-uid-1") == [data for _, data in objects]
+    rows.write("job-uid-1", objects[:1])  # a job run again replaces what it kept
+    assert rows.read("job-uid-1") == [objects[0][1]]
+    rows.remove("job-uid-1")
+    assert rows.read("job-uid-1") == []

@@ -541,3 +541,26 @@ def test_a_form_to_the_node_is_refused_since_orthanc_would_take_it_apart() -> No
 def test_a_chunked_body_without_length_is_refused_on_the_node_s_routes() -> None:
     headers = _headers("admin", transfer_encoding="chunked")
     assert not _policy().decide("POST", "/ai/jobs/3/retry", headers).allowed
+
+
+# A worker host's account: reads studies, stores results
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/studies/abc", True),
+        ("GET", "/instances/abc/file", True),
+        ("POST", "/instances", True),
+        ("POST", "/dicom-web/studies", False),
+        ("DELETE", "/studies/abc", False),
+        ("POST", "/ai/jobs/3/retry", False),
+        ("PUT", "/ai/rules/ct", False),
+        ("POST", "/modalities/pacs/store", False),
+    ],
+)
+def test_a_worker_account_reads_and_stores_results_only(method: str, path: str, allowed: bool) -> None:
+    users = Credentials({**USERS.users, "w1": User("w1", Role.WORKER, "worker-pw")})
+    policy = AccessPolicy(ROUTES, lambda: users)
+    headers = _headers("w1", password="worker-pw")
+    assert policy.decide(method, path, headers).allowed is allowed

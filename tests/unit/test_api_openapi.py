@@ -82,7 +82,7 @@ def test_me_is_in_the_table_and_the_document(node: ApiNode, document: dict[str, 
     me = document["paths"]["/ai/me"]["get"]
     assert me["x-required-role"] == "viewer"
     schema = me["responses"]["200"]["content"]["application/json"]["schema"]
-    assert schema["properties"]["role"]["enum"] == ["admin", "viewer", "sender"]
+    assert schema["properties"]["role"]["enum"] == ["admin", "viewer", "sender", "worker"]
     # built without an access policy (as without authentication): the anonymous admin
     answer = node.call("GET", "/ai/me")
     assert (answer.status, answer.body) == (200, {"user": "anonymous", "role": "admin"})

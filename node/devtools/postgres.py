@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL cluster for tests: ``initdb`` in a temporary folder, the server on a
-free loopback port (its Unix socket in that folder too), deleted afterwards.
+"""A throwaway PostgreSQL cluster for the tests and `make cluster-demo`: ``initdb`` in a
+temporary folder, the server on a free loopback port (its Unix socket in that folder too),
+deleted afterwards.
 
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster belongs to the
 ``postgres`` user (created by Debian's postgresql package) and its commands run through
